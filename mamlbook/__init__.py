@@ -1,0 +1,71 @@
+"""mamlbook: Model-Agnostic Meta-Learning with a functional core, made faster, leaner and better.
+
+Parameters are plain dicts of tensors and models are called through `torch.func.functional_call`,
+so every update is a value the outer loop can differentiate through. The pieces, in the order
+data flows through them:
+
+- tasks: `Sinusoid`, `Lines`, `HalfPlanes` sample a seeded `TaskBatch` ([B, K, ...] tensors);
+- models: `LinearModel`, `LogisticRegression`, `SineMLP`;
+- meta: `adapt` (the inner loop, order 2, 1 or 0) and `task_query_loss` (MAML's per-task objective);
+- engine: `meta_loss` and `meta_gradient` over a meta-batch, by strategy "loop", "vmap" or "auto";
+- evaluate: `adaptation_curve` (query loss after 0..n steps) and `mean_ci95`;
+- train: `Trainer` and `TrainConfig` (progress bar, validation, atomic checkpoints, exact resume);
+- baseline: `pretrain`, the joint-training baseline MAML is compared with;
+- the `mamlbook` command: `train`, `eval`, `bench`.
+
+Example:
+    >>> import torch, mamlbook
+    >>> model = mamlbook.SineMLP()
+    >>> theta = mamlbook.params_of(model)
+    >>> batch = mamlbook.Sinusoid(k_shot=10).sample(25, torch.Generator().manual_seed(0))
+    >>> loss, grads = mamlbook.meta_gradient(model, theta, batch, "mse", steps=1, inner_lr=0.01)
+"""
+
+from .baseline import pretrain
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import smoke
+from .engine import STRATEGIES, meta_gradient, meta_loss, query_losses, resolve_strategy
+from .evaluate import accuracy, adaptation_curve, mean_ci95
+from .functional import Params, forward, params_of
+from .losses import get_loss
+from .meta import SGD, adapt, task_query_loss
+from .models import LinearModel, LogisticRegression, SineMLP, make_model
+from .runconfig import TrainConfig
+from .tasks import HalfPlanes, Lines, Sinusoid, TaskBatch, make_task
+from .train import Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "STRATEGIES",
+    "CheckpointError",
+    "HalfPlanes",
+    "LinearModel",
+    "Lines",
+    "LogisticRegression",
+    "Params",
+    "SineMLP",
+    "Sinusoid",
+    "TaskBatch",
+    "TrainConfig",
+    "Trainer",
+    "accuracy",
+    "adapt",
+    "adaptation_curve",
+    "forward",
+    "get_loss",
+    "load_checkpoint",
+    "make_model",
+    "make_task",
+    "mean_ci95",
+    "meta_gradient",
+    "meta_loss",
+    "params_of",
+    "pretrain",
+    "query_losses",
+    "resolve_strategy",
+    "save_checkpoint",
+    "smoke",
+    "task_query_loss",
+]

@@ -1,0 +1,107 @@
+"""`mamlbook train`: meta-train a model, then its pretrained baseline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import save_checkpoint
+from ..runconfig import TrainConfig
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser("train", help="meta-train a model on a task family")
+    train.add_argument("task", help="task family, e.g. sinusoid")
+    train.add_argument("--out", required=True, type=Path, help="run folder for checkpoint, metrics and plots")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--iterations", type=int, help="total meta-iterations (default 2000)")
+    train.add_argument("--model", help="model name (default: sine-mlp)")
+    train.add_argument("--k-shot", type=int, help="support examples per task (K)")
+    train.add_argument("--meta-batch", type=int, help="tasks per meta-iteration")
+    train.add_argument("--inner-steps", type=int, help="inner gradient steps")
+    train.add_argument("--inner-lr", type=float, help="inner learning rate alpha")
+    train.add_argument("--meta-lr", type=float, help="Adam learning rate beta")
+    train.add_argument("--order", type=int, choices=(0, 1, 2), help="2: MAML, 1: first-order MAML")
+    train.add_argument("--strategy", help="meta-batch execution: auto, loop, vmap")
+    train.add_argument("--eval-every", type=int, help="meta-iterations between validations")
+    train.add_argument("--seed", type=int)
+    train.add_argument(
+        "--baseline-iterations", type=int, help="pretrained baseline iterations (default: as MAML; 0: none)"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    train.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..baseline import pretrain
+    from ..train import Trainer
+
+    overrides = {
+        key: value
+        for key, value in {
+            "model": args.model,
+            "k_shot": args.k_shot,
+            "meta_batch": args.meta_batch,
+            "inner_steps": args.inner_steps,
+            "inner_lr": args.inner_lr,
+            "meta_lr": args.meta_lr,
+            "order": args.order,
+            "strategy": args.strategy,
+            "eval_every": args.eval_every,
+            "seed": args.seed,
+            "iterations": args.iterations,
+        }.items()
+        if value is not None
+    }
+    checkpoint = args.out / "checkpoint.pt"
+    if args.resume:
+        changed = sorted(set(overrides) - {"iterations"})
+        if changed:
+            raise ValueError(f"--resume continues the saved run; these options would change it: {', '.join(changed)}")
+        trainer = Trainer.resume(args.out, **overrides)
+        print(f"resuming {args.out} at iteration {trainer.iteration} of {trainer.config.iterations}")
+    else:
+        if checkpoint.exists():
+            raise ValueError(f"{checkpoint} exists; pass --resume to continue it or choose another --out")
+        config = TrainConfig(task=args.task, **overrides)
+        trainer = Trainer(config, args.out)
+    if trainer.config.task != args.task:
+        raise ValueError(f"{args.out} holds a {trainer.config.task!r} run, not {args.task!r}")
+    print(f"strategy: {trainer.strategy}")
+    trainer.fit(progress=not args.no_progress)
+    baseline_path = args.out / "baseline.pt"
+    iterations = trainer.config.iterations if args.baseline_iterations is None else args.baseline_iterations
+    if iterations > 0 and not baseline_path.exists():
+        c = trainer.config
+        params = pretrain(
+            c.make_model(),
+            trainer.tasks,
+            iterations,
+            c.meta_batch,
+            c.meta_lr,
+            trainer.loss,
+            torch.Generator().manual_seed(c.seed + 1),
+            progress=not args.no_progress,
+        )
+        save_checkpoint(
+            baseline_path,
+            {
+                "kind": "pretrained",
+                "config": c.to_dict(),
+                "iteration": iterations,
+                "params": {k: v.cpu() for k, v in params.items()},
+            },
+        )
+    last = trainer.history[-1] if trainer.history else {}
+    print(
+        f"done: iteration {trainer.iteration}, "
+        f"held-out loss after adapting {last.get('val_loss_post', float('nan')):.4f}"
+    )
+    print(
+        f"wrote {args.out}/checkpoint.pt, metrics.jsonl, learning_curve.png"
+        + (", baseline.pt" if baseline_path.exists() else "")
+    )
+    return 0

@@ -1,0 +1,42 @@
+"""The reference strategy: one task at a time with plain autograd."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import LossFn
+from ..meta import InnerRule, task_query_loss
+from ..tasks import TaskBatch
+
+
+def loop_query_losses(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batch: TaskBatch,
+    loss_fn: str | LossFn,
+    steps: int,
+    inner_lr: float,
+    order: int,
+    rule: InnerRule | None = None,
+) -> Tensor:
+    """Per-task query losses `[B]`, computed task by task. Slow on wide hardware, but obviously right."""
+    losses = [
+        task_query_loss(
+            model,
+            params,
+            batch.support_x[i],
+            batch.support_y[i],
+            batch.query_x[i],
+            batch.query_y[i],
+            loss_fn,
+            steps,
+            inner_lr,
+            order,
+            rule=rule,
+        )
+        for i in range(len(batch))
+    ]
+    return torch.stack(losses)

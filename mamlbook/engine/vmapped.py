@@ -1,0 +1,45 @@
+"""All tasks at once: `torch.func.vmap` over the per-task objective, `torch.func.grad` inside.
+
+Caution: vmap's batching rule for batch norm's backward gives a wrong second-order gradient
+(functorch issue 534), so models with batch norm are refused here; see `engine.strategy`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+from torch.func import vmap
+
+from ..losses import LossFn
+from ..meta import InnerRule, func_grads, task_query_loss
+from ..tasks import TaskBatch
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._NormBase) for m in model.modules())
+
+
+def vmap_query_losses(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batch: TaskBatch,
+    loss_fn: str | LossFn,
+    steps: int,
+    inner_lr: float,
+    order: int,
+    rule: InnerRule | None = None,
+) -> Tensor:
+    """Per-task query losses `[B]`, all tasks in one vectorized pass."""
+    if has_batch_norm(model):
+        raise ValueError(
+            f"strategy 'vmap' is not offered for {type(model).__name__}: it contains batch norm, whose "
+            "second-order gradient torch.func.vmap computes wrongly; use strategy 'loop'"
+        )
+
+    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
+        return task_query_loss(
+            model, params, sx, sy, qx, qy, loss_fn, steps, inner_lr, order, rule=rule, grads=func_grads
+        )
+
+    return vmap(one_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)

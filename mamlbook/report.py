@@ -1,0 +1,88 @@
+"""Meta-test reports: MAML against the pretrained baseline on fresh tasks, as tables and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .evaluate import adaptation_curve, mean_ci95
+from .runconfig import DTYPES, TrainConfig
+
+META_TEST_SEED = 20_000
+
+
+def evaluate_run(
+    run: str | os.PathLike,
+    tasks: int = 600,
+    steps: int = 10,
+    k_shot: int | None = None,
+    baseline_lr: float | None = None,
+    seed: int = META_TEST_SEED,
+) -> dict[str, Any]:
+    """Query loss after 0..`steps` inner steps on `tasks` fresh tasks, for every model in the run folder.
+
+    Returns `{"config": ..., "methods": {name: {"mean": [...], "ci95": [...]}}}`.
+    """
+    run = Path(run)
+    payload = load_checkpoint(run)
+    config = TrainConfig.from_dict(payload["config"])
+    if k_shot is not None:
+        config = TrainConfig.from_dict({**config.to_dict(), "k_shot": k_shot})
+    model = config.make_model()
+    distribution = config.make_task().for_split("test")
+    batch = distribution.sample(tasks, torch.Generator().manual_seed(seed)).to(config.device, DTYPES[config.dtype])
+    candidates = {"MAML": (payload, config.inner_lr)}
+    baseline_path = run / "baseline.pt" if run.is_dir() else run.parent / "baseline.pt"
+    if baseline_path.exists():
+        candidates["pretrained"] = (
+            load_checkpoint(baseline_path, expect_model=config.model),
+            baseline_lr or config.inner_lr,
+        )
+    methods = {}
+    for name, (state, lr) in candidates.items():
+        params = {k: v.to(config.device, DTYPES[config.dtype]) for k, v in state["params"].items()}
+        if set(params) != {k for k, _ in model.named_parameters()}:
+            raise CheckpointError(f"checkpoint for {name} does not fit model {config.model!r}")
+        curve = adaptation_curve(model, params, batch, distribution.loss, steps, lr)["loss"]
+        stats = [mean_ci95(curve[:, s]) for s in range(steps + 1)]
+        methods[name] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats], "inner_lr": lr}
+    return {
+        "run": str(run),
+        "iteration": payload["iteration"],
+        "tasks": tasks,
+        "k_shot": config.k_shot,
+        "steps": steps,
+        "loss": distribution.loss,
+        "methods": methods,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    names = list(report["methods"])
+    lines = [
+        f"meta-test on {report['tasks']} new tasks, K={report['k_shot']}, after {report['iteration']} "
+        f"meta-iterations; query {report['loss']} (mean ± 95% CI)",
+        f"{'steps':>5} " + " ".join(f"{n:>20}" for n in names),
+    ]
+    for s in range(report["steps"] + 1):
+        cells = [f"{report['methods'][n]['mean'][s]:>10.4f} ± {report['methods'][n]['ci95'][s]:<7.4f}" for n in names]
+        lines.append(f"{s:>5} " + " ".join(f"{c:>20}" for c in cells))
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], folder: str | os.PathLike) -> tuple[Path, Path]:
+    from .plots import plot_adaptation_curves
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "eval.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    figure = plot_adaptation_curves(
+        {n: m["mean"] for n, m in report["methods"].items()}, folder / "eval.png", ylabel=f"query {report['loss']}"
+    )
+    return path, figure

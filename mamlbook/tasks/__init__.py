@@ -1,0 +1,26 @@
+"""Task distributions: each samples a seeded `TaskBatch` of stacked support and query tensors."""
+
+from __future__ import annotations
+
+from .batch import TaskBatch
+from .distribution import TaskDistribution
+from .linear import HalfPlanes, Lines
+from .sinusoid import Sinusoid
+
+TASKS: dict[str, type[TaskDistribution]] = {
+    "sinusoid": Sinusoid,
+    "lines": Lines,
+    "halfplanes": HalfPlanes,
+}
+
+
+def make_task(name: str, **options) -> TaskDistribution:
+    """Build a task distribution by name: `make_task("sinusoid", k_shot=5)`."""
+    try:
+        cls = TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
+    return cls(**options)
+
+
+__all__ = ["TASKS", "HalfPlanes", "Lines", "Sinusoid", "TaskBatch", "TaskDistribution", "make_task"]
