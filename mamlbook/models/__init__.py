@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .conv import Conv4
 from .linear import LinearModel, LogisticRegression
 from .mlp import SineMLP
 
@@ -13,6 +14,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "linear": LinearModel,
     "logistic": LogisticRegression,
     "sine-mlp": SineMLP,
+    "conv4": Conv4,
 }
 
 
@@ -25,4 +27,4 @@ def make_model(name: str, **options) -> nn.Module:
     return factory(**options)
 
 
-__all__ = ["MODELS", "LinearModel", "LogisticRegression", "SineMLP", "make_model"]
+__all__ = ["MODELS", "Conv4", "LinearModel", "LogisticRegression", "SineMLP", "make_model"]
