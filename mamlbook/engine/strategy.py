@@ -44,7 +44,7 @@ def query_losses(
     rule: InnerRule | None = None,
 ) -> Tensor:
     """Post-adaptation query loss of each task, `[B]`, by the chosen execution strategy."""
-    check_steps(steps, minimum=0)
+    check_steps(steps)
     check_order(order)
     run = STRATEGIES[resolve_strategy(strategy, model)]
     return run(model, params, batch, loss_fn, steps, inner_lr, order, rule)
@@ -80,7 +80,12 @@ def meta_gradient(
     leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
     with torch.enable_grad():
         loss = meta_loss(model, leaves, batch, loss_fn, steps, inner_lr, order, strategy, rule)
-        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        # order 0 cuts adapted parameters from theta: the meta-gradient is zero by definition.
+        grads = (
+            torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            if loss.requires_grad
+            else [None] * len(leaves)
+        )
     return loss.detach(), {
         k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), grads, strict=True)
     }

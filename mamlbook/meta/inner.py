@@ -87,7 +87,7 @@ def adapt(
     `support_x: [S, *x_shape]`, `support_y: [S, *y_shape]` (one task, no task dimension). Returns
     new parameters; `params` is never modified. `rule` replaces plain SGD (e.g. learned rates).
     """
-    check_steps(steps, minimum=0)
+    check_steps(steps)
     check_order(order)
     loss = get_loss(loss_fn)
     update = rule if rule is not None else SGD(inner_lr)
