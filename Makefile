@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml scripts/install-learn2learn.sh
 # Every test, the executed chapters (smoke size) and the built book included.
 test: venv
 	$(VENV)/bin/ruff check mamlbook tests
-	MAMLBOOK_SMOKE=1 $(PY) -m pytest -q -ra tests
+	MAMLBOOK_SMOKE=1 $(PY) -m pytest -q -ra tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Executes every chapter at full size and builds the HTML book into _build/html.
 book: venv
