@@ -12,8 +12,9 @@ from torch.func import vmap
 from .engine.vmapped import has_batch_norm
 from .functional import forward
 from .losses import LossFn, get_loss
-from .meta import adapt, autograd_grads, func_grads
+from .meta import InnerRule, Shifted, adapt, autograd_grads, func_grads
 from .meta.inner import check_steps
+from .meta.mamlpp import at_step
 from .tasks import TaskBatch
 
 
@@ -32,10 +33,12 @@ def adaptation_curve(
     steps: int = 10,
     inner_lr: float = 0.01,
     with_accuracy: bool = False,
+    rule: InnerRule | None = None,
 ) -> dict[str, Tensor]:
     """Query loss of every task after 0, 1, ..., `steps` inner steps: `{"loss": [B, steps+1]}`.
 
     Adaptation here never builds a meta-graph (order 0). With `with_accuracy`, adds "accuracy".
+    `rule` replaces plain SGD (learned rates); step s runs as inner step s (per-step rates and BN).
     """
     check_steps(steps, minimum=0)
     loss = get_loss(loss_fn)
@@ -46,9 +49,11 @@ def adaptation_curve(
         current = {k: v.detach() for k, v in params.items()}
         losses, accs = [], []
         for step in range(steps + 1):
-            if step:
-                current = adapt(model, current, sx, sy, loss, 1, inner_lr, order=0, grads=grads)
-            out = forward(model, current, qx)
+            with at_step(model, max(step - 1, 0)):
+                if step:
+                    shifted = None if rule is None else Shifted(rule, step - 1)
+                    current = adapt(model, current, sx, sy, loss, 1, inner_lr, order=0, rule=shifted, grads=grads)
+                out = forward(model, current, qx)
             losses.append(loss(out, qy).detach())
             accs.append(accuracy(out, qy) if with_accuracy else torch.zeros(()))
         return torch.stack(losses), torch.stack(accs)

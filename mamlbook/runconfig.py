@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .algorithms import Algorithm, make_algorithm
 from .meta.inner import check_order, check_steps
 from .models import make_model
 from .tasks import TaskDistribution, make_task
@@ -31,6 +32,8 @@ class TrainConfig:
     inner_lr: float = 0.01
     meta_lr: float = 1e-3
     order: int = 2
+    algorithm: str = "maml"
+    algorithm_options: dict[str, Any] = field(default_factory=dict)
     iterations: int = 2000
     strategy: str = "auto"
     eval_every: int = 100
@@ -54,11 +57,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        self.make_algorithm()
         self.make_task()  # unknown task names and bad task options fail here, not mid-run
         make_model(self.model, **self.model_options)
 
     def make_task(self) -> TaskDistribution:
         return make_task(self.task, k_shot=self.k_shot, k_query=self.k_query, **self.task_options)
+
+    def make_algorithm(self) -> Algorithm:
+        """The algorithm (rule, objective, schedule) this run trains with; "maml" by default."""
+        return make_algorithm(self.algorithm, **self.algorithm_options)
 
     def make_model(self) -> nn.Module:
         """The model, initialized from the run's seed without touching the global RNG."""

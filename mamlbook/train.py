@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .algorithms import any_batch_norm, learned_rates
 from .checkpoint import load_checkpoint, save_checkpoint
-from .engine import meta_loss, resolve_strategy
 from .evaluate import adaptation_curve
 from .functional import Params, check_params, params_of
+from .meta.reptile import reptile_pseudo_gradient
 from .runconfig import DTYPES, TrainConfig
 from .tasks import TaskBatch
 
@@ -22,7 +23,9 @@ VALIDATION_SEED_OFFSET = 10_000
 
 
 class Trainer:
-    """Meta-trains `config.model` on `config.task` with Adam on the MAML objective.
+    """Meta-trains `config.model` on `config.task` with Adam, by `config.algorithm` (MAML by default).
+
+    Learned inner rates (Meta-SGD, LSLR) are trained by the same Adam and saved with the weights.
 
     With `out`, writes `checkpoint.pt`, `metrics.jsonl`, `config.json` and `learning_curve.png`
     there. The same seed gives the same run, and a resumed run continues it exactly.
@@ -32,11 +35,15 @@ class Trainer:
         self.config = config
         self.out = Path(out) if out is not None else None
         self.tasks = config.make_task().for_split("train")
-        self.model = config.make_model()
+        self.algorithm = config.make_algorithm()
+        self.model = self.algorithm.prepare_model(config.make_model(), config.inner_steps)
         self.loss = self.tasks.loss
-        self.strategy = resolve_strategy(config.strategy, self.model)
+        self.strategy = self.algorithm.resolve_strategy(config.strategy, self.model)
         self.params: Params = params_of(self.model)
-        self.optimizer = torch.optim.Adam(self.params.values(), lr=config.meta_lr)
+        self.rule = self.algorithm.make_rule(self.model, self.params, config.inner_lr, config.inner_steps)
+        self.rates: Params = learned_rates(self.rule)
+        self.optimizer = torch.optim.Adam([*self.params.values(), *self.rates.values()], lr=config.meta_lr)
+        self.schedule = self.algorithm.schedule(config.iterations)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
@@ -53,12 +60,30 @@ class Trainer:
 
     # ----- training -----
     def step(self) -> float:
-        """One meta-iteration: sample a meta-batch, compute the meta-loss, take an Adam step."""
-        c = self.config
+        """One meta-iteration: sample a meta-batch, compute the meta-loss, take an Adam step.
+
+        The algorithm's schedules (derivative order, loss weights, meta lr) are functions of the
+        iteration, so a resumed run recomputes them exactly.
+        """
+        c, a = self.config, self.algorithm
         batch = self._to_device(self.tasks.sample(c.meta_batch, self.generator))
-        loss = meta_loss(self.model, self.params, batch, self.loss, c.inner_steps, c.inner_lr, c.order, self.strategy)
+        for group in self.optimizer.param_groups:
+            group["lr"] = a.meta_lr_at(c.meta_lr, self.iteration, self.schedule)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if a.reptile:
+            vectorized = self.strategy != "loop" and not any_batch_norm(self.model)
+            loss, pseudo = reptile_pseudo_gradient(
+                self.model, self.params, batch, self.loss, c.inner_steps, self.rule, vectorized
+            )
+            for k, v in self.params.items():
+                v.grad = pseudo[k]
+        else:
+            order = a.order_at(self.iteration, c.order, self.schedule)
+            weights = a.loss_weights(c.inner_steps, self.iteration, self.schedule)
+            loss = a.meta_loss(
+                self.model, self.params, batch, self.loss, c.inner_steps, self.rule, order, self.strategy, weights
+            )
+            loss.backward()
         self.optimizer.step()
         self.iteration += 1
         return loss.item()
@@ -68,7 +93,14 @@ class Trainer:
         c = self.config
         classify = self.loss in ("ce", "bce")
         curve = adaptation_curve(
-            self.model, self.params, self.validation, self.loss, c.inner_steps, c.inner_lr, with_accuracy=classify
+            self.model,
+            self.params,
+            self.validation,
+            self.loss,
+            c.inner_steps,
+            c.inner_lr,
+            with_accuracy=classify,
+            rule=self.rule,
         )
         row = {
             f"val_{name}_{when}": values.mean(0)[index].item()
@@ -112,10 +144,13 @@ class Trainer:
     # ----- persistence -----
     def state(self) -> dict[str, Any]:
         return {
-            "kind": "maml",
+            "kind": self.config.algorithm,
             "config": self.config.to_dict(),
             "iteration": self.iteration,
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "rates": {k: v.detach().cpu() for k, v in self.rates.items()},
+            "buffers": {k: v.detach().cpu() for k, v in self.model.named_buffers()},
+            "schedule": dict(self.schedule),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "history": self.history,
@@ -152,6 +187,12 @@ class Trainer:
         with torch.no_grad():
             for k, v in self.params.items():
                 v.copy_(payload["params"][k])
+            for k, v in self.rates.items():
+                v.copy_(payload["rates"][k])
+            for k, v in self.model.named_buffers():
+                v.copy_(payload["buffers"][k])
+        # Schedules were fixed at the run's start; a longer resumed run keeps them.
+        self.schedule = dict(payload.get("schedule", self.schedule))
         self.optimizer.load_state_dict(payload["optimizer"])
         self.generator.set_state(payload["generator"])
         self.iteration = int(payload["iteration"])
@@ -177,4 +218,6 @@ class Trainer:
             return None
         from .plots import plot_learning_curve
 
-        return plot_learning_curve(self.history, self.out / "learning_curve.png", title=f"MAML on {self.config.task}")
+        return plot_learning_curve(
+            self.history, self.out / "learning_curve.png", title=f"{self.config.algorithm} on {self.config.task}"
+        )

@@ -2,5 +2,17 @@
 
 from .inner import SGD, InnerRule, adapt, autograd_grads, func_grads
 from .objective import task_query_loss
+from .rules import LSLR, MetaSGD, Shifted, Subset
 
-__all__ = ["SGD", "InnerRule", "adapt", "autograd_grads", "func_grads", "task_query_loss"]
+__all__ = [
+    "LSLR",
+    "SGD",
+    "InnerRule",
+    "MetaSGD",
+    "Shifted",
+    "Subset",
+    "adapt",
+    "autograd_grads",
+    "func_grads",
+    "task_query_loss",
+]

@@ -13,34 +13,18 @@ Gradients come from a backend: plain `torch.autograd.grad` (the reference, one t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from ..functional import Params, forward
 from ..losses import LossFn, get_loss
+from .rules import SGD, InnerRule
 
 LossOfParams = Callable[[Params], Tensor]
 GradBackend = Callable[[LossOfParams, Params, bool], Params]
 
-
-class InnerRule(Protocol):
-    """How one inner step turns (params, grads) into new params; must not modify its inputs."""
-
-    def __call__(self, params: Params, grads: Params, step: int) -> Params: ...
-
-
-class SGD:
-    """theta' = theta - inner_lr * grad: the update of the original MAML."""
-
-    def __init__(self, inner_lr: float) -> None:
-        if not inner_lr > 0:
-            raise ValueError(f"inner_lr must be positive, got {inner_lr!r}")
-        self.inner_lr = float(inner_lr)
-
-    def __call__(self, params: Params, grads: Params, step: int) -> Params:
-        return {name: p - self.inner_lr * grads[name] for name, p in params.items()}
+__all__ = ["SGD", "GradBackend", "InnerRule", "adapt", "autograd_grads", "check_order", "check_steps", "func_grads"]
 
 
 def autograd_grads(loss_of: LossOfParams, params: Params, create_graph: bool) -> Params:
