@@ -1,13 +1,21 @@
 """Side-by-side timing of one meta-iteration: mamlbook's strategies against learn2learn and higher.
 
-Every implementation runs in the same process on the same tasks and weights, so the numbers that
+Every implementation runs on the same tasks and weights in the same run, so the numbers that
 matter are the ratios. One meta-iteration is: meta-gradient over the meta-batch + one Adam step.
+Each configuration runs in a fresh subprocess (`python -m mamlbook.bench --one CONFIG`), so that
+the CPU's peak resident memory belongs to that configuration alone and no run warms another's caches.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,8 +26,10 @@ import torch
 from torch import nn
 
 from .engine import STRATEGIES, meta_gradient
-from .engine.vmapped import has_batch_norm
-from .models import SineMLP
+from .engine.strategy import available_strategies
+from .meta.anil import anil_rule
+from .meta.imaml import imaml_query_losses
+from .models import Conv4, SineMLP
 from .peers import PEER_GRADIENTS
 from .tasks import Sinusoid, TaskBatch
 
@@ -30,46 +40,113 @@ class Problem:
 
     name: str
     make_model: Callable[[], nn.Module]
-    make_batch: Callable[[torch.Generator], TaskBatch]
+    make_batch: Callable[[torch.Generator, int], TaskBatch]
     loss: str
     meta_batch: int
     inner_lr: float
 
 
+def image_tasks(
+    n_way: int, k_shot: int, query_per_class: int, side: int = 28
+) -> Callable[[torch.Generator, int], TaskBatch]:
+    """Random images and labels with Omniglot's shapes: speed does not depend on the pixels' values."""
+
+    def make(generator: torch.Generator, tasks: int) -> TaskBatch:
+        support_y = torch.arange(n_way).repeat_interleave(k_shot).repeat(tasks, 1)
+        query_y = torch.arange(n_way).repeat_interleave(query_per_class).repeat(tasks, 1)
+        return TaskBatch(
+            torch.rand(tasks, n_way * k_shot, 1, side, side, generator=generator),
+            support_y,
+            torch.rand(tasks, n_way * query_per_class, 1, side, side, generator=generator),
+            query_y,
+        )
+
+    return make
+
+
 PROBLEMS: dict[str, Problem] = {
     "sinusoid": Problem(
-        "sinusoid", SineMLP, lambda g: Sinusoid(k_shot=10).sample(25, g), "mse", meta_batch=25, inner_lr=0.01
+        "sinusoid", SineMLP, lambda g, b: Sinusoid(k_shot=10).sample(b, g), "mse", meta_batch=25, inner_lr=0.01
+    ),
+    # Finn et al. (2017): Conv4, 1 shot, 15 queries per class, inner lr 0.4, meta-batch 32 (5-way), 16 (20-way).
+    "omniglot-5w1s": Problem(
+        "omniglot-5w1s", lambda: Conv4(n_way=5), image_tasks(5, 1, 15), "ce", meta_batch=32, inner_lr=0.4
+    ),
+    "omniglot-20w1s": Problem(
+        "omniglot-20w1s", lambda: Conv4(n_way=20), image_tasks(20, 1, 15), "ce", meta_batch=16, inner_lr=0.1
     ),
 }
 
 
 def _impl_names(impls: Sequence[str], model: nn.Module) -> list[str]:
-    """Expand `mamlbook` into one entry per strategy this model may use."""
+    """Expand `mamlbook` into one entry per strategy this model may use; check the others."""
     names: list[str] = []
     for impl in impls:
+        algorithm, _, strategy = impl.partition(":")
         if impl == "mamlbook":
-            names += [f"mamlbook:{s}" for s in STRATEGIES if not (s == "vmap" and has_batch_norm(model))]
-        elif impl.startswith("mamlbook:"):
-            if impl.split(":", 1)[1] not in STRATEGIES:
+            names += [f"mamlbook:{s}" for s in available_strategies(model)]
+        elif algorithm in ("mamlbook", "anil"):
+            # `strategy@k`: the meta-batch k tasks at a time, a backward after each (meta_gradient's chunk).
+            strategy = strategy or "folded"
+            base, _, chunk = strategy.partition("@")
+            if base not in STRATEGIES or (chunk and not (chunk.isdigit() and int(chunk) > 0)):
                 raise ValueError(f"unknown strategy in {impl!r}; known: {', '.join(STRATEGIES)}")
-            names.append(impl)
+            names.append(f"{algorithm}:{strategy}")
+        elif impl == "imaml":
+            names.append("imaml:folded")
         elif impl in PEER_GRADIENTS:
             names.append(impl)
         else:
             raise ValueError(
-                f"unknown impl {impl!r}; known: mamlbook, mamlbook:<strategy>, {', '.join(PEER_GRADIENTS)}"
+                f"unknown impl {impl!r}; known: mamlbook, mamlbook:<strategy>, anil[:<strategy>], imaml, "
+                f"{', '.join(PEER_GRADIENTS)}"
             )
     return names
 
 
+# Algorithms benchmarked besides MAML itself: each is a plug-in to the same engine.
+ALGORITHMS = ("mamlbook", "anil", "imaml")
+
+
+def _impl_gradient(impl: str, model: nn.Module, problem: Problem, steps: int, order: int):
+    """A function batch -> (loss, grads) for `algorithm:strategy` (mamlbook, anil) or imaml."""
+    algorithm, _, strategy = impl.partition(":")
+    if algorithm == "imaml":
+
+        def imaml(params: dict, batch: TaskBatch):
+            leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+            loss = imaml_query_losses(model, leaves, batch, problem.loss, steps, problem.inner_lr, order).mean()
+            return loss.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+
+        return imaml
+    rule = anil_rule(model, problem.inner_lr) if algorithm == "anil" else None
+    strategy, _, chunk = strategy.partition("@")
+
+    def maml(params: dict, batch: TaskBatch):
+        return meta_gradient(
+            model,
+            params,
+            batch,
+            problem.loss,
+            steps,
+            problem.inner_lr,
+            order,
+            strategy,
+            rule,
+            int(chunk) if chunk else None,
+        )
+
+    return maml
+
+
 def _step_function(impl: str, model: nn.Module, batch: TaskBatch, problem: Problem, steps: int, order: int):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    if impl.startswith("mamlbook:"):
-        strategy = impl.split(":", 1)[1]
+    if impl.partition(":")[0] in ALGORITHMS:
+        gradient = _impl_gradient(impl, model, problem, steps, order)
         params = dict(model.named_parameters())
 
         def step() -> None:
-            _, grads = meta_gradient(model, params, batch, problem.loss, steps, problem.inner_lr, order, strategy)
+            _, grads = gradient(params, batch)
             for name, p in model.named_parameters():
                 p.grad = grads[name]
             optimizer.step()
@@ -89,26 +166,62 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _rss_mib(field: str) -> float | None:
+    """`VmRSS` or `VmHWM` (peak) of this process in MiB, from /proc (Linux)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"{field}:\s+(\d+)\s+kB", status)
+    return int(match.group(1)) / 1024 if match else None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark of resident memory, so the peak is this section's alone."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def time_impl(
-    impl: str, problem: Problem, steps: int, order: int, device: torch.device, repeat: int, warmup: int, seed: int = 0
+    impl: str,
+    problem: Problem,
+    steps: int,
+    order: int,
+    device: torch.device,
+    repeat: int,
+    warmup: int,
+    seed: int = 0,
+    meta_batch: int | None = None,
 ) -> dict[str, Any]:
-    """Median and min milliseconds of one meta-iteration, and peak device memory on CUDA."""
+    """Median and min milliseconds of one meta-iteration, and peak memory.
+
+    CUDA: `max_memory_allocated` during the timed iterations. CPU: the process's peak resident set
+    (`peak_mib`) and its growth over the resident set before the timed iterations (`extra_mib`).
+    """
     torch.manual_seed(seed)
     model = problem.make_model().to(device)
-    batch = problem.make_batch(torch.Generator().manual_seed(seed)).to(device)
+    tasks = meta_batch or problem.meta_batch
+    batch = problem.make_batch(torch.Generator().manual_seed(seed), tasks).to(device)
     step = _step_function(impl, model, batch, problem, steps, order)
     for _ in range(warmup):
         step()
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        before = _rss_mib("VmRSS")
+        _reset_peak_rss()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         step()
         _sync(device)
         times.append((time.perf_counter() - start) * 1000)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mib("VmHWM")
     name, _, strategy = impl.partition(":")
     return {
         "problem": problem.name,
@@ -118,11 +231,43 @@ def time_impl(
         "steps": steps,
         "meta_batch": len(batch),
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "ms_median": statistics.median(times),
         "ms_min": min(times),
         "peak_mib": peak,
+        "extra_mib": None if peak is None or before is None else peak - before,
         "repeat": repeat,
     }
+
+
+def run_one(config: dict[str, Any]) -> dict[str, Any]:
+    """One configuration in this process (the body of `python -m mamlbook.bench --one`)."""
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    return time_impl(
+        config["impl"],
+        PROBLEMS[config["problem"]],
+        int(config["steps"]),
+        int(config["order"]),
+        torch.device(config["device"]),
+        int(config["repeat"]),
+        int(config["warmup"]),
+        meta_batch=config.get("meta_batch"),
+    )
+
+
+def run_isolated(config: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    """`run_one` in a fresh Python process; its last line of output is the row as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mamlbook.bench", "--one", json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark configuration {config} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_bench(
@@ -134,50 +279,118 @@ def run_bench(
     repeat: int = 10,
     warmup: int = 3,
     progress: bool = True,
+    meta_batches: Sequence[int | None] = (None,),
+    threads: int | None = None,
+    isolate: bool = True,
 ) -> list[dict[str, Any]]:
-    """Time every (problem, impl, steps) and add each row's speed-up over learn2learn's loop."""
+    """Time every (problem, impl, steps, meta-batch) and add each row's speed-up over learn2learn.
+
+    `isolate` runs each configuration in a fresh subprocess (needed for a CPU peak-memory figure
+    that belongs to one configuration); `threads` fixes torch's intra-op threads for all of them.
+    """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device here")
-    rows = []
     for name in problems:
         if name not in PROBLEMS:
             raise ValueError(f"unknown problem {name!r}; known: {', '.join(PROBLEMS)}")
+    rows = []
+    for name in problems:
         problem = PROBLEMS[name]
         for impl in _impl_names(impls, problem.make_model()):
-            for n in steps:
-                row = time_impl(impl, problem, n, order, dev, repeat, warmup)
-                rows.append(row)
-                if progress:
-                    print(f"  {row['problem']:>16} {impl:>16} steps={n:<3} {row['ms_median']:9.2f} ms", flush=True)
+            for tasks in meta_batches:
+                for n in steps:
+                    config = {
+                        "problem": name,
+                        "impl": impl,
+                        "steps": n,
+                        "order": order,
+                        "device": device,
+                        "repeat": repeat,
+                        "warmup": warmup,
+                        "meta_batch": tasks,
+                        "threads": threads,
+                    }
+                    row = run_isolated(config) if isolate else run_one(config)
+                    rows.append(row)
+                    if progress:
+                        print(
+                            f"  {row['problem']:>16} {impl:>22} steps={n:<3} batch={row['meta_batch']:<3} "
+                            f"{row['ms_median']:9.2f} ms",
+                            flush=True,
+                        )
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows: Sequence[dict[str, Any]]) -> None:
+    """`ratio_vs_learn2learn`: learn2learn's median time over the row's, same problem, steps, batch."""
     for row in rows:
         ref = [
             r
             for r in rows
-            if r["impl"] == "learn2learn" and r["problem"] == row["problem"] and r["steps"] == row["steps"]
+            if r["impl"] == "learn2learn"
+            and all(r[k] == row[k] for k in ("problem", "steps", "meta_batch", "order", "device"))
         ]
         row["ratio_vs_learn2learn"] = ref[0]["ms_median"] / row["ms_median"] if ref else None
-    return rows
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on, for the results file."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+    return info
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     head = (
-        f"{'problem':>16} {'impl':>12} {'strategy':>9} {'order':>5} {'steps':>5} {'batch':>5} "
-        f"{'median ms':>10} {'min ms':>9} {'peak MiB':>9} {'x l2l':>7}"
+        f"{'problem':>16} {'impl':>12} {'strategy':>12} {'order':>5} {'steps':>5} {'batch':>5} "
+        f"{'median ms':>10} {'min ms':>9} {'peak MiB':>9} {'+MiB':>7} {'x l2l':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        extra = "-" if r.get("extra_mib") is None else f"{r['extra_mib']:.0f}"
         ratio = "-" if r.get("ratio_vs_learn2learn") is None else f"{r['ratio_vs_learn2learn']:.2f}"
         lines.append(
-            f"{r['problem']:>16} {r['impl']:>12} {r['strategy']:>9} {r['order']:>5} {r['steps']:>5} "
-            f"{r['meta_batch']:>5} {r['ms_median']:>10.2f} {r['ms_min']:>9.2f} {peak:>9} {ratio:>7}"
+            f"{r['problem']:>16} {r['impl']:>12} {r['strategy']:>12} {r['order']:>5} {r['steps']:>5} "
+            f"{r['meta_batch']:>5} {r['ms_median']:>10.2f} {r['ms_min']:>9.2f} {peak:>9} {extra:>7} {ratio:>7}"
         )
     return "\n".join(lines)
 
 
-def write_json(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+def write_json(rows: Sequence[dict[str, Any]], path: str | Path, command: str | None = None) -> Path:
+    """The rows as a JSON list; each also says the command, package version and machine behind it."""
+    from . import __version__
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(list(rows), indent=2) + "\n")
+    about = {"command": command, "mamlbook": __version__, "machine": machine()}
+    path.write_text(json.dumps([{**row, **about} for row in rows], indent=2) + "\n")
     return path
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a results file written by `write_json`."""
+    document = json.loads(Path(path).read_text())
+    return document["rows"] if isinstance(document, dict) else document
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m mamlbook.bench --one CONFIG`: one configuration, its row printed as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m mamlbook.bench")
+    parser.add_argument("--one", required=True, help="a JSON configuration, as `run_bench` writes it")
+    args = parser.parse_args(argv)
+    print(json.dumps(run_one(json.loads(args.one))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

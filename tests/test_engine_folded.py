@@ -1,0 +1,144 @@
+"""The folded and checkpointed strategies compute the loop's meta-gradient, batch norm included.
+
+Compared in float64: at float32 rounding, correct implementations differ by more than a wrong one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mamlbook import meta_gradient, query_losses
+from mamlbook.engine import STRATEGIES, resolve_strategy
+from mamlbook.engine.folded import NotFoldable, folded_query_losses, is_foldable
+from mamlbook.engine.strategy import auto_strategy, available_strategies, explain_auto
+from mamlbook.meta import MetaSGD
+from mamlbook.models import Conv4, SineMLP
+from mamlbook.tasks import Sinusoid, TaskBatch
+
+FAST = ("folded", "checkpointed")
+
+
+def image_batch(tasks: int = 2, n_way: int = 3, query: int = 2, seed: int = 0) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    return TaskBatch(
+        torch.rand(tasks, n_way, 1, 16, 16, generator=g, dtype=torch.float64),
+        torch.arange(n_way).repeat(tasks, 1),
+        torch.rand(tasks, n_way * query, 1, 16, 16, generator=g, dtype=torch.float64),
+        torch.randint(0, n_way, (tasks, n_way * query), generator=g),
+    )
+
+
+def conv4() -> Conv4:
+    """Small enough to run in seconds; batch norm and max-pooling as in the full model."""
+    torch.manual_seed(0)
+    return Conv4(n_way=3, hidden=4, image_size=16).double()
+
+
+def relative(a: dict, b: dict) -> float:
+    num = sum(((a[k] - b[k]) ** 2).sum() for k in a).sqrt()
+    den = sum((a[k] ** 2).sum() for k in a).sqrt()
+    return float(num / den)
+
+
+@pytest.mark.parametrize("strategy", FAST)
+@pytest.mark.parametrize("order", [2, 1])
+@pytest.mark.parametrize("steps", [1, 2])
+def test_matches_loop_on_conv4_with_batch_norm(strategy: str, order: int, steps: int) -> None:
+    model, batch = conv4(), image_batch()
+    params = dict(model.named_parameters())
+    ref_loss, ref = meta_gradient(model, params, batch, "ce", steps, 0.4, order, "loop")
+    loss, grads = meta_gradient(model, params, batch, "ce", steps, 0.4, order, strategy)
+    assert torch.allclose(loss, ref_loss, rtol=1e-12, atol=0)
+    assert relative(ref, grads) < 1e-8
+    assert sum(float(g.abs().sum()) for g in ref.values()) > 0
+
+
+def test_second_order_differs_from_first_order() -> None:
+    """Otherwise the comparisons above could not tell a first-order bug from a second-order one."""
+    model, batch = conv4(), image_batch()
+    params = dict(model.named_parameters())
+    _, second = meta_gradient(model, params, batch, "ce", 2, 0.4, 2, "folded")
+    _, first = meta_gradient(model, params, batch, "ce", 2, 0.4, 1, "folded")
+    assert relative(second, first) > 1e-4
+
+
+@pytest.mark.parametrize("strategy", FAST)
+def test_order_zero_losses_match_and_carry_no_meta_gradient(strategy: str) -> None:
+    model, batch = conv4(), image_batch()
+    params = {k: v.detach().requires_grad_() for k, v in model.named_parameters()}
+    ref = query_losses(model, params, batch, "ce", 2, 0.4, 0, "loop")
+    losses = query_losses(model, params, batch, "ce", 2, 0.4, 0, strategy)
+    assert torch.allclose(losses, ref, rtol=1e-12, atol=0)
+    assert losses.shape == (len(batch),)
+
+
+@pytest.mark.parametrize("strategy", FAST)
+def test_sinusoid_mlp_and_learned_rates(strategy: str) -> None:
+    """Vectors fold as batched matmuls; a per-weight learned rate broadcasts over the task dimension."""
+    torch.manual_seed(0)
+    model = SineMLP().double()
+    batch = Sinusoid(k_shot=5).sample(4, torch.Generator().manual_seed(1)).to(dtype=torch.float64)
+    params = dict(model.named_parameters())
+    rule = MetaSGD.like(params, 0.01)
+    for order in (2, 1):
+        ref = query_losses(model, params, batch, "mse", 3, 0.01, order, "loop", rule)
+        losses = query_losses(model, params, batch, "mse", 3, 0.01, order, strategy, rule)
+        rates = list(rule.learned.values())
+        g_ref = torch.autograd.grad(ref.sum(), [*params.values(), *rates])
+        g_new = torch.autograd.grad(losses.sum(), [*params.values(), *rates])
+        assert torch.allclose(losses, ref, rtol=1e-12, atol=1e-15)
+        for a, b in zip(g_ref, g_new, strict=True):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-14)
+
+
+def test_chunks_give_the_same_meta_gradient() -> None:
+    model, batch = conv4(), image_batch()
+    params = dict(model.named_parameters())
+    whole_loss, whole = meta_gradient(model, params, batch, "ce", 1, 0.4, 2, "folded")
+    loss, chunked = meta_gradient(model, params, batch, "ce", 1, 0.4, 2, "folded", chunk=2)
+    assert torch.allclose(loss, whole_loss, rtol=1e-12, atol=0)
+    assert relative(whole, chunked) < 1e-12
+
+
+def test_inputs_are_not_modified() -> None:
+    model, batch = conv4(), image_batch()
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    before = {k: v.clone() for k, v in params.items()}
+    query_losses(model, params, batch, "ce", 2, 0.4, 2, "folded")
+    assert all(torch.equal(params[k], before[k]) for k in params)
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(1, 4), nn.Linear(1, 4)
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+def test_unsupported_models_are_refused_clearly() -> None:
+    batch = Sinusoid(k_shot=5).sample(2, torch.Generator().manual_seed(0))
+    model = Branchy()
+    assert not is_foldable(model)
+    with pytest.raises(NotFoldable, match="chain|no rule|calls"):
+        folded_query_losses(model, dict(model.named_parameters()), batch, "mse", 1, 0.01, 2)
+    assert "folded" not in available_strategies(model)
+    assert is_foldable(Conv4(hidden=4))
+
+
+def test_auto_picks_a_right_strategy() -> None:
+    conv = Conv4(hidden=4)
+    assert auto_strategy(conv, "cpu") == "loop"
+    assert auto_strategy(conv, "cuda") == "folded"
+    assert resolve_strategy("auto", conv) == "loop"  # the model lives on the CPU
+    assert auto_strategy(SineMLP(), "cpu") == "vmap"
+    assert auto_strategy(SineMLP(), "cuda") == "folded"
+    assert resolve_strategy("auto", Branchy()) == "vmap"
+    name, reason = explain_auto(conv, "cpu")
+    assert name == "loop" and "cpu" in reason
+    assert "checkpointed" in STRATEGIES
+    # vmap is never offered for a model with batch norm: its second-order gradient there is wrong.
+    assert "vmap" not in available_strategies(conv)
