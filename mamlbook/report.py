@@ -48,9 +48,14 @@ def evaluate_run(
         params = {k: v.to(config.device, DTYPES[config.dtype]) for k, v in state["params"].items()}
         if set(params) != {k for k, _ in model.named_parameters()}:
             raise CheckpointError(f"checkpoint for {name} does not fit model {config.model!r}")
-        curve = adaptation_curve(model, params, batch, distribution.loss, steps, lr)["loss"]
+        classify = distribution.loss in ("ce", "bce")
+        curves = adaptation_curve(model, params, batch, distribution.loss, steps, lr, with_accuracy=classify)
+        curve = curves["loss"]
         stats = [mean_ci95(curve[:, s]) for s in range(steps + 1)]
         methods[name] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats], "inner_lr": lr}
+        if classify:  # accuracy per task, then mean and 95% CI over tasks
+            acc = [mean_ci95(curves["accuracy"][:, s]) for s in range(steps + 1)]
+            methods[name].update(accuracy_mean=[m for m, _ in acc], accuracy_ci95=[c for _, c in acc])
     return {
         "run": str(run),
         "iteration": payload["iteration"],
@@ -72,6 +77,15 @@ def format_report(report: dict[str, Any]) -> str:
     for s in range(report["steps"] + 1):
         cells = [f"{report['methods'][n]['mean'][s]:>10.4f} ± {report['methods'][n]['ci95'][s]:<7.4f}" for n in names]
         lines.append(f"{s:>5} " + " ".join(f"{c:>20}" for c in cells))
+    if all("accuracy_mean" in report["methods"][n] for n in names):
+        lines.append(f"query accuracy (%, mean ± 95% CI over {report['tasks']} tasks)")
+        for s in range(report["steps"] + 1):
+            cells = [
+                f"{100 * report['methods'][n]['accuracy_mean'][s]:>10.2f} ± "
+                f"{100 * report['methods'][n]['accuracy_ci95'][s]:<7.2f}"
+                for n in names
+            ]
+            lines.append(f"{s:>5} " + " ".join(f"{c:>20}" for c in cells))
     return "\n".join(lines)
 
 

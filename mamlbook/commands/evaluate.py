@@ -8,7 +8,9 @@ from pathlib import Path
 
 def add_parser(subparsers) -> None:
     ev = subparsers.add_parser("eval", help="meta-test a trained run against its pretrained baseline")
-    ev.add_argument("run", type=Path, help="run folder (or checkpoint file)")
+    ev.add_argument("run", type=Path, help="run folder (or checkpoint file), or `lake-runs` for Lake's one-shot runs")
+    ev.add_argument("checkpoint", type=Path, nargs="?", help="with lake-runs: a 20-way Omniglot run or checkpoint")
+    ev.add_argument("--baseline", choices=("mhd",), help="with lake-runs: score the Modified Hausdorff baseline")
     ev.add_argument("--tasks", type=int, default=600, help="meta-test tasks (default 600)")
     ev.add_argument("--steps", type=int, default=10, help="adaptation steps to report (default 10)")
     ev.add_argument("--k-shot", type=int, help="support examples per task (default: as trained)")
@@ -17,8 +19,30 @@ def add_parser(subparsers) -> None:
     ev.set_defaults(handler=run)
 
 
+def run_lake(args: argparse.Namespace) -> int:
+    """`mamlbook eval lake-runs [CHECKPOINT] [--baseline mhd]`: per-run and mean error, MHD beside."""
+    from ..lake import evaluate_lake_runs, format_lake, mhd_errors, write_lake
+
+    if args.checkpoint is None:
+        if args.baseline != "mhd":
+            raise ValueError("lake-runs needs a CHECKPOINT to evaluate, or --baseline mhd")
+        print(format_lake(None, mhd_errors().tolist()))
+        return 0
+    report = evaluate_lake_runs(args.checkpoint, steps=args.steps)
+    print(format_lake(report["maml_error"], report["mhd_error"]))
+    print(f"MAML: {report['steps']} inner steps at lr {report['inner_lr']}, iteration {report['iteration']}")
+    folder = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    print(f"wrote {write_lake(report, folder)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..report import evaluate_run, format_report, write_report
+
+    if str(args.run) == "lake-runs":
+        return run_lake(args)
+    if args.checkpoint is not None or args.baseline is not None:
+        raise ValueError("CHECKPOINT and --baseline go with `mamlbook eval lake-runs`")
 
     report = evaluate_run(
         args.run, tasks=args.tasks, steps=args.steps, k_shot=args.k_shot, baseline_lr=args.baseline_lr

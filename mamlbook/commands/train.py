@@ -8,12 +8,16 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import save_checkpoint
+from ..presets import PRESETS, preset_config
 from ..runconfig import TrainConfig
 
 
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="meta-train a model on a task family")
-    train.add_argument("task", help="task family, e.g. sinusoid")
+    train.add_argument("task", help="task family (e.g. sinusoid) or a named config (e.g. omniglot-5w1s)")
+    train.add_argument(
+        "--preset", choices=("cpu", "paper"), help="size of a named config: cpu (default) or paper (GPU)"
+    )
     train.add_argument("--out", required=True, type=Path, help="run folder for checkpoint, metrics and plots")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--iterations", type=int, help="total meta-iterations (default 2000)")
@@ -33,6 +37,15 @@ def add_parser(subparsers) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     train.set_defaults(handler=run)
+
+
+def named_config(task: str, preset: str | None, overrides: dict) -> TrainConfig:
+    """A named config (omniglot-5w1s, ...) at its preset size, or a plain task family with defaults."""
+    if task in PRESETS:
+        return preset_config(task, preset or "cpu", **overrides)
+    if preset is not None:
+        raise ValueError(f"--preset needs a named config ({', '.join(sorted(PRESETS))}), not task {task!r}")
+    return TrainConfig(task=task, **overrides)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,14 +79,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         if checkpoint.exists():
             raise ValueError(f"{checkpoint} exists; pass --resume to continue it or choose another --out")
-        config = TrainConfig(task=args.task, **overrides)
+        config = named_config(args.task, args.preset, overrides)
         trainer = Trainer(config, args.out)
-    if trainer.config.task != args.task:
-        raise ValueError(f"{args.out} holds a {trainer.config.task!r} run, not {args.task!r}")
+    task = PRESETS[args.task]["cpu"]["task"] if args.task in PRESETS else args.task
+    if trainer.config.task != task:
+        raise ValueError(f"{args.out} holds a {trainer.config.task!r} run, not {task!r}")
     print(f"strategy: {trainer.strategy}")
     trainer.fit(progress=not args.no_progress)
     baseline_path = args.out / "baseline.pt"
-    iterations = trainer.config.iterations if args.baseline_iterations is None else args.baseline_iterations
+    # Joint pretraining means nothing for classification tasks whose labels are shuffled per task.
+    default_baseline = 0 if trainer.loss == "ce" else trainer.config.iterations
+    iterations = default_baseline if args.baseline_iterations is None else args.baseline_iterations
     if iterations > 0 and not baseline_path.exists():
         c = trainer.config
         params = pretrain(

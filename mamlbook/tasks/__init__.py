@@ -5,12 +5,14 @@ from __future__ import annotations
 from .batch import TaskBatch
 from .distribution import TaskDistribution
 from .linear import HalfPlanes, Lines
+from .omniglot import Omniglot
 from .sinusoid import Sinusoid
 
 TASKS: dict[str, type[TaskDistribution]] = {
     "sinusoid": Sinusoid,
     "lines": Lines,
     "halfplanes": HalfPlanes,
+    "omniglot": Omniglot,
 }
 
 
@@ -23,4 +25,4 @@ def make_task(name: str, **options) -> TaskDistribution:
     return cls(**options)
 
 
-__all__ = ["TASKS", "HalfPlanes", "Lines", "Sinusoid", "TaskBatch", "TaskDistribution", "make_task"]
+__all__ = ["TASKS", "HalfPlanes", "Lines", "Omniglot", "Sinusoid", "TaskBatch", "TaskDistribution", "make_task"]

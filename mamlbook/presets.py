@@ -1,0 +1,76 @@
+"""Named training configurations: the paper's hyperparameters for a GPU, and a CPU size for the book.
+
+`paper` follows Finn et al. (2017), section 5.1 and appendix A.1: Conv4 with 64 filters, Adam at
+1e-3, 60,000 meta-iterations; 5-way: one inner step at alpha = 0.4 and 32 tasks per meta-batch
+(evaluated with 3 steps); 20-way: five inner steps at alpha = 0.1 and 16 tasks (evaluated with 5).
+Their code draws as many query as support drawings per class.
+
+`cpu` keeps the model, the inner learning rate and second-order MAML, and shrinks what costs time
+on a CPU: fewer, smaller meta-batches and fewer inner steps, with more query drawings per class
+so each task's meta-gradient is less noisy. Each finishes in about 30 minutes on one core of the
+book's build machine (run with OMP_NUM_THREADS=1 when the machine is shared: torch's threads
+then stop fighting over cores).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .runconfig import TrainConfig
+
+
+def _omniglot(n_way: int, k_shot: int, **settings: Any) -> dict[str, Any]:
+    return {
+        "task": "omniglot",
+        "model": "conv4",
+        "k_shot": k_shot,
+        "task_options": {"n_way": n_way},
+        "model_options": {"n_way": n_way},
+        **settings,
+    }
+
+
+PAPER_5WAY = {"meta_batch": 32, "inner_steps": 1, "inner_lr": 0.4, "meta_lr": 1e-3, "iterations": 60_000}
+PAPER_20WAY = {"meta_batch": 16, "inner_steps": 5, "inner_lr": 0.1, "meta_lr": 1e-3, "iterations": 60_000}
+PAPER_RUN = {"eval_every": 500, "eval_tasks": 100, "checkpoint_every": 2000, "device": "cuda"}
+CPU_RUN = {"eval_every": 50, "eval_tasks": 50, "checkpoint_every": 100, "device": "cpu"}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "omniglot-5w1s": {
+        "paper": _omniglot(5, 1, k_query=1, **PAPER_5WAY, **PAPER_RUN),
+        "cpu": _omniglot(
+            5, 1, k_query=5, meta_batch=8, inner_steps=1, inner_lr=0.4, meta_lr=1e-3, iterations=1200, **CPU_RUN
+        ),
+    },
+    "omniglot-5w5s": {
+        "paper": _omniglot(5, 5, k_query=5, **PAPER_5WAY, **PAPER_RUN),
+        "cpu": _omniglot(
+            5, 5, k_query=5, meta_batch=8, inner_steps=1, inner_lr=0.4, meta_lr=1e-3, iterations=800, **CPU_RUN
+        ),
+    },
+    "omniglot-20w1s": {
+        "paper": _omniglot(20, 1, k_query=1, **PAPER_20WAY, **PAPER_RUN),
+        "cpu": _omniglot(
+            20, 1, k_query=2, meta_batch=4, inner_steps=1, inner_lr=0.4, meta_lr=1e-3, iterations=1000, **CPU_RUN
+        ),
+    },
+}
+# Inner steps used at meta-test time, as in the paper (more than in training for 5-way).
+EVAL_STEPS = {"omniglot-5w1s": 3, "omniglot-5w5s": 3, "omniglot-20w1s": 5}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def preset_config(name: str, size: str = "cpu", **overrides: Any) -> TrainConfig:
+    """The `TrainConfig` of preset `name` at `size` ("cpu" or "paper"), with `overrides` applied."""
+    try:
+        sizes = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}") from None
+    try:
+        values = sizes[size]
+    except KeyError:
+        raise ValueError(f"unknown preset size {size!r} for {name}; known sizes: {', '.join(sizes)}") from None
+    return TrainConfig.from_dict({**values, **overrides})
