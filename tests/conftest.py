@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 import mamlbook as mb
+
+# `make test` exports MAMLBOOK_DATA; a bare `pytest` run gets the same offline data folder.
+_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if "MAMLBOOK_DATA" not in os.environ and _SHARED_DATA.is_dir():
+    os.environ["MAMLBOOK_DATA"] = str(_SHARED_DATA)
 
 
 @pytest.fixture

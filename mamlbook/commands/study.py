@@ -1,0 +1,34 @@
+"""`mamlbook study NAME`: run a study too heavy for a chapter's build and save its result file."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    study = subparsers.add_parser("study", help="run a book study (e.g. the hyperparameter sweep) and save it")
+    study.add_argument(
+        "name", help="study name: sweep (the book's hyperparameter sweep) or better (algorithms over seeds)"
+    )
+    study.add_argument("--out", type=Path, help="result file (default: book/results/NAME.json)")
+    study.add_argument("--small", action="store_true", help="the tiny version the book's smoke mode runs")
+    study.add_argument("--iterations", type=int, help="meta-iterations per setting (default: the study's)")
+    study.add_argument("--no-progress", action="store_true", help="no per-setting progress lines")
+    study.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..study import run_study, save_result
+
+    if args.iterations is not None and args.iterations < 1:
+        raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
+    command = "mamlbook " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["study"] else None
+    result = run_study(
+        args.name, small=args.small, iterations=args.iterations, progress=not args.no_progress, command=command
+    )
+    out = args.out or Path("book") / "results" / f"{args.name}.json"
+    print(f"wrote {save_result(result, out)} ({result['seconds']:.0f} s)")
+    return 0
