@@ -6,7 +6,9 @@ They serve as oracles in tests (same weights, same tasks, same numbers) and as t
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 
 import torch
 from torch import nn
@@ -20,7 +22,10 @@ PEERS = ("learn2learn", "higher")
 
 def _require(name: str):
     try:
-        return __import__(name)
+        # learn2learn imports gym, which prints a deprecation banner to stderr on import; executed
+        # chapters would show it (and the book build treats cell stderr as a warning).
+        with contextlib.redirect_stderr(io.StringIO()):
+            return __import__(name)
     except ImportError as exc:
         raise ImportError(
             f"the comparison peer {name!r} is not installed ({exc}); run `make venv` or "
