@@ -29,7 +29,7 @@ test: venv
 
 # Executes every chapter at full size and builds the HTML book into _build/html.
 book: venv
-	MAMLBOOK_SMOKE=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	MAMLBOOK_SMOKE=0 $(VENV)/bin/jupyter-book build . --all -W -n --keep-going
 
 lint: venv
 	$(VENV)/bin/ruff check mamlbook tests

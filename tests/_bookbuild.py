@@ -28,7 +28,8 @@ def build_book() -> subprocess.CompletedProcess:
     jb = Path(sys.executable).with_name("jupyter-book")
     # A fresh output folder: pages left from an older build must not pass for current ones.
     shutil.rmtree(HTML, ignore_errors=True)
-    command = [str(jb), "build", str(ROOT), "-W", "-n", "--keep-going"]
+    # --all: Sphinx would otherwise reuse pages executed at another size (smoke or full) by an earlier build.
+    command = [str(jb), "build", str(ROOT), "--all", "-W", "-n", "--keep-going"]
     env = {**os.environ, "MAMLBOOK_SMOKE": "1"}
     result = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
