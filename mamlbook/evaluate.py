@@ -14,7 +14,7 @@ from .functional import forward
 from .losses import LossFn, get_loss
 from .meta import InnerRule, Shifted, adapt, autograd_grads, func_grads
 from .meta.inner import check_steps
-from .meta.mamlpp import at_step
+from .meta.mamlpp import at_step, has_step_batch_norm
 from .tasks import TaskBatch
 
 
@@ -42,7 +42,8 @@ def adaptation_curve(
     """
     check_steps(steps, minimum=0)
     loss = get_loss(loss_fn)
-    batched = not has_batch_norm(model)
+    # vmap cannot run batch norm that updates running statistics (MAML++'s per-step BN does).
+    batched = not (has_batch_norm(model) or has_step_batch_norm(model))
     grads = func_grads if batched else autograd_grads
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ from torch import Tensor
 from .checkpoint import CheckpointError, load_checkpoint
 from .data.omniglot import LakeRuns, load_lake_runs
 from .evaluate import adaptation_curve
+from .restore import restore_run
 from .runconfig import DTYPES, TrainConfig
 from .tasks import TaskBatch
 
@@ -110,21 +111,24 @@ def evaluate_lake_runs(
             f"checkpoint {checkpoint} was trained for {ways}-way tasks; Lake's runs are {WAYS}-way: "
             f"train one with `mamlbook train omniglot-20w1s`"
         )
+    trained = restore_run(payload, checkpoint)
+    if trained.learned and inner_lr is not None:
+        raise ValueError(f"{trained.name} adapts with its learned inner rates; inner_lr cannot replace them")
     steps = config.inner_steps if steps is None else steps
     inner_lr = config.inner_lr if inner_lr is None else inner_lr
     runs = load_lake_runs() if runs is None else runs
-    dtype = DTYPES[config.dtype]
-    model = config.make_model()
-    params = {k: v.to(config.device, dtype) for k, v in payload["params"].items()}
-    batch = lake_batch(runs).to(config.device, dtype)
-    curve = adaptation_curve(model, params, batch, "ce", steps, inner_lr, with_accuracy=True)["accuracy"]
+    batch = lake_batch(runs).to(config.device, DTYPES[config.dtype])
+    curve = adaptation_curve(
+        trained.model, trained.params, batch, "ce", steps, inner_lr, with_accuracy=True, rule=trained.rule
+    )["accuracy"]
     errors = 100 * (1 - curve.double().cpu())  # [20 runs, steps + 1]
     mhd = mhd_errors(runs)
     return {
         "checkpoint": str(checkpoint),
         "iteration": payload["iteration"],
         "steps": steps,
-        "inner_lr": inner_lr,
+        "inner_lr": "learned" if trained.learned else inner_lr,
+        "algorithm": trained.name,
         "maml_error_by_step": errors.mean(0).tolist(),
         "maml_error": errors[:, -1].tolist(),
         "mhd_error": mhd.tolist(),
@@ -133,9 +137,9 @@ def evaluate_lake_runs(
     }
 
 
-def format_lake(maml: list[float] | None, mhd: list[float]) -> str:
-    """Per-run percent errors, the mean last; MAML's column only when given."""
-    header = f"{'run':<6}" + (f"{'MAML':>8}" if maml else "") + f"{'MHD':>8}"
+def format_lake(maml: list[float] | None, mhd: list[float], name: str = "MAML") -> str:
+    """Per-run percent errors, the mean last; the meta-learned model's column (`name`) only when given."""
+    header = f"{'run':<6}" + (f"{name:>8}" if maml else "") + f"{'MHD':>8}"
     lines = ["Lake et al. (2015) one-shot runs, 20-way within-alphabet: error (%)", header]
     for r, m in enumerate(mhd):
         lines.append(f"run{r + 1:02d} " + (f"{maml[r]:>7.1f}%" if maml else "") + f"{m:>7.1f}%")

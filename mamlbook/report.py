@@ -11,6 +11,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .evaluate import adaptation_curve, mean_ci95
+from .restore import restore_run
 from .runconfig import DTYPES, TrainConfig
 
 META_TEST_SEED = 20_000
@@ -26,33 +27,42 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Query loss after 0..`steps` inner steps on `tasks` fresh tasks, for every model in the run folder.
 
-    Returns `{"config": ..., "methods": {name: {"mean": [...], "ci95": [...]}}}`.
+    The trained run is named by its algorithm ("MAML", "Meta-SGD", ...) and adapts with its own
+    inner rule. Returns `{"methods": {name: {"mean": [...], "ci95": [...]}}, ...}`.
     """
     run = Path(run)
     payload = load_checkpoint(run)
     config = TrainConfig.from_dict(payload["config"])
     if k_shot is not None:
         config = TrainConfig.from_dict({**config.to_dict(), "k_shot": k_shot})
-    model = config.make_model()
+    trained = restore_run(payload, run)
     distribution = config.make_task().for_split("test")
     batch = distribution.sample(tasks, torch.Generator().manual_seed(seed)).to(config.device, DTYPES[config.dtype])
-    candidates = {"MAML": (payload, config.inner_lr)}
+    # The trained run adapts with its own rule (learned rates, per-step batch norm, head only).
+    lr = "learned" if trained.learned else config.inner_lr
+    candidates = {trained.name: (trained.model, trained.params, lr, trained.rule)}
     baseline_path = run / "baseline.pt" if run.is_dir() else run.parent / "baseline.pt"
     if baseline_path.exists():
-        candidates["pretrained"] = (
-            load_checkpoint(baseline_path, expect_model=config.model),
-            baseline_lr or config.inner_lr,
-        )
-    methods = {}
-    for name, (state, lr) in candidates.items():
+        model = config.make_model()
+        state = load_checkpoint(baseline_path, expect_model=config.model)
         params = {k: v.to(config.device, DTYPES[config.dtype]) for k, v in state["params"].items()}
         if set(params) != {k for k, _ in model.named_parameters()}:
-            raise CheckpointError(f"checkpoint for {name} does not fit model {config.model!r}")
+            raise CheckpointError(f"{baseline_path} does not fit model {config.model!r}")
+        candidates["pretrained"] = (model, params, baseline_lr or config.inner_lr, None)
+    methods = {}
+    for name, (model, params, lr, rule) in candidates.items():
         classify = distribution.loss in ("ce", "bce")
-        curves = adaptation_curve(model, params, batch, distribution.loss, steps, lr, with_accuracy=classify)
+        rate = 1.0 if isinstance(lr, str) else lr  # unused when the rule carries learned rates
+        curves = adaptation_curve(
+            model, params, batch, distribution.loss, steps, rate, with_accuracy=classify, rule=rule
+        )
         curve = curves["loss"]
         stats = [mean_ci95(curve[:, s]) for s in range(steps + 1)]
-        methods[name] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats], "inner_lr": lr}
+        methods[name] = {
+            "mean": [m for m, _ in stats],
+            "ci95": [c for _, c in stats],
+            "inner_lr": lr,
+        }
         if classify:  # accuracy per task, then mean and 95% CI over tasks
             acc = [mean_ci95(curves["accuracy"][:, s]) for s in range(steps + 1)]
             methods[name].update(accuracy_mean=[m for m, _ in acc], accuracy_ci95=[c for _, c in acc])

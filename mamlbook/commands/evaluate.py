@@ -29,8 +29,9 @@ def run_lake(args: argparse.Namespace) -> int:
         print(format_lake(None, mhd_errors().tolist()))
         return 0
     report = evaluate_lake_runs(args.checkpoint, steps=args.steps)
-    print(format_lake(report["maml_error"], report["mhd_error"]))
-    print(f"MAML: {report['steps']} inner steps at lr {report['inner_lr']}, iteration {report['iteration']}")
+    print(format_lake(report["maml_error"], report["mhd_error"], report["algorithm"]))
+    rate, steps = report["inner_lr"], report["steps"]
+    print(f"{report['algorithm']}: {steps} inner steps at lr {rate}, iteration {report['iteration']}")
     folder = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     print(f"wrote {write_lake(report, folder)}")
     return 0

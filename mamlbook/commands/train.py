@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..algorithms import ALGORITHMS
 from ..checkpoint import save_checkpoint
 from ..presets import PRESETS, preset_config
 from ..runconfig import TrainConfig
@@ -28,6 +29,11 @@ def add_parser(subparsers) -> None:
     train.add_argument("--inner-lr", type=float, help="inner learning rate alpha")
     train.add_argument("--meta-lr", type=float, help="Adam learning rate beta")
     train.add_argument("--order", type=int, choices=(0, 1, 2), help="2: MAML, 1: first-order MAML")
+    train.add_argument(
+        "--algorithm",
+        choices=sorted(ALGORITHMS),
+        help="maml (default), fomaml, reptile, anil, metasgd (learned rates) or mamlpp (MAML++)",
+    )
     train.add_argument("--strategy", help="meta-batch execution: auto, loop, vmap")
     train.add_argument("--eval-every", type=int, help="meta-iterations between validations")
     train.add_argument("--seed", type=int)
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             "inner_lr": args.inner_lr,
             "meta_lr": args.meta_lr,
             "order": args.order,
+            "algorithm": args.algorithm,
             "strategy": args.strategy,
             "eval_every": args.eval_every,
             "seed": args.seed,
