@@ -15,6 +15,7 @@ from ..tasks import TaskBatch
 from .checkpointed import checkpointed_query_losses
 from .folded import folded_query_losses, is_foldable
 from .loop import loop_query_losses
+from .threaded import threaded_query_losses
 from .vmapped import has_batch_norm, vmap_query_losses
 
 QueryLosses = Callable[..., Tensor]
@@ -24,12 +25,13 @@ STRATEGIES: dict[str, QueryLosses] = {
     "vmap": vmap_query_losses,
     "folded": folded_query_losses,
     "checkpointed": checkpointed_query_losses,
+    "threads": threaded_query_losses,
 }
 
 
 def available_strategies(model: nn.Module) -> list[str]:
     """The strategies that compute the right meta-gradient for `model` (vmap is wrong with batch norm)."""
-    names = ["loop"]
+    names = ["loop", "threads"]
     if not has_batch_norm(model):
         names.append("vmap")
     if is_foldable(model):
