@@ -27,6 +27,7 @@ Example:
     >>> loss, grads = mamlbook.meta_gradient(model, theta, batch, "mse", steps=1, inner_lr=0.01)
 """
 
+from . import better_omniglot as _better_omniglot  # noqa: F401  registers `mamlbook study better-omniglot`
 from . import better_study as _better_study  # noqa: F401  registers `mamlbook study better`
 from .algorithms import ALGORITHMS, make_algorithm
 from .baseline import pretrain
