@@ -80,3 +80,25 @@ def test_threads_refuse_per_step_batch_norm(conv64):
     batch = conv_batch(2, torch.Generator().manual_seed(5))
     with pytest.raises(ValueError, match="loop strategy"):
         threaded_query_losses(model, mb.params_of(model), batch, "ce", 2, 0.4, 2, workers=2)
+
+
+def test_threads_without_grad_give_the_losses_and_keep_no_graph(conv64):
+    theta = mb.params_of(conv64)
+    batch = conv_batch(4, torch.Generator().manual_seed(6))
+    loop = mb.query_losses(conv64, theta, batch, "ce", 2, 0.4, 2, "loop")
+    with torch.no_grad():
+        losses = threaded_query_losses(conv64, theta, batch, "ce", 2, 0.4, 2, workers=2)
+    assert not losses.requires_grad
+    assert torch.allclose(losses, loop.detach(), rtol=1e-12)
+
+
+def test_threads_weigh_each_task_by_the_incoming_gradient(conv64):
+    theta = {k: v.detach().requires_grad_() for k, v in mb.params_of(conv64).items()}
+    batch = conv_batch(3, torch.Generator().manual_seed(7))
+    weights = torch.tensor([0.5, -2.0, 3.0], dtype=torch.float64)
+    grads = {}
+    for strategy in ("loop", "threads"):
+        losses = mb.query_losses(conv64, theta, batch, "ce", 1, 0.4, 2, strategy)
+        grads[strategy] = torch.autograd.grad((losses * weights).sum(), list(theta.values()))
+    for a, b in zip(grads["loop"], grads["threads"], strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)

@@ -7,9 +7,10 @@ over separate graphs; `functional_call` swaps a module's attributes while it run
 gets its own copy of the module (the parameters themselves are shared, never copied).
 
 The meta-gradient is the loop's: each task's graph is built and differentiated exactly as there,
-only on another thread. The per-task losses come out of one autograd function whose backward runs
-the tasks' backward passes in the same workers (first derivatives only: nothing differentiates a
-meta-gradient twice).
+only on another thread, and right after its forward pass, so one task's graph per core is alive at
+a time (the memory of learn2learn's loop, not of a meta-batch of graphs). The per-task losses come
+out of one autograd function whose backward weighs the stored per-task gradients by the incoming
+gradient: first derivatives only, as nothing differentiates a meta-gradient twice.
 """
 
 from __future__ import annotations
@@ -58,69 +59,66 @@ def _shares(tasks: int, workers: int) -> list[list[int]]:
 
 
 class _ThreadedTasks(torch.autograd.Function):
-    """Forward: per-task query losses `[B]` computed in worker threads. Backward: the same workers
-    differentiate their own tasks' graphs and the results are summed."""
+    """Forward: per-task query losses `[B]`, each task's gradient taken right after its loss, in
+    worker threads. Backward: the tasks' gradients weighted by the incoming gradient and summed."""
 
     @staticmethod
     def forward(ctx: Any, setup: dict[str, Any], *inputs: Tensor) -> Tensor:
-        names, rates = setup["names"], setup["rates"]
+        names = setup["names"]
         n = len(names)
         shares, models = setup["shares"], setup["models"]
         batch: TaskBatch = setup["batch"]
+        differentiate = setup["differentiate"]
 
-        def run(worker: int) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-            leaves = [p.detach().requires_grad_() for p in inputs[:n]]
+        def run(worker: int) -> list[tuple[int, Tensor, Sequence[Tensor | None]]]:
+            torch.set_num_threads(1)  # OpenMP's thread count is per thread: set it in the worker
+            leaves = [p.detach().requires_grad_() for p in inputs[:n]]  # the inner loop differentiates them
+            targets = [*leaves, *setup["rates"]]
             params = dict(zip(names, leaves, strict=True))
-            losses = []
-            with torch.enable_grad():
-                for i in shares[worker]:
-                    losses.append(
-                        task_query_loss(
-                            models[worker],
-                            params,
-                            batch.support_x[i],
-                            batch.support_y[i],
-                            batch.query_x[i],
-                            batch.query_y[i],
-                            setup["loss_fn"],
-                            setup["steps"],
-                            setup["inner_lr"],
-                            setup["order"],
-                            rule=setup["rule"],
-                        )
+            done = []
+            for i in shares[worker]:
+                with torch.enable_grad():
+                    loss = task_query_loss(
+                        models[worker],
+                        params,
+                        batch.support_x[i],
+                        batch.support_y[i],
+                        batch.query_x[i],
+                        batch.query_y[i],
+                        setup["loss_fn"],
+                        setup["steps"],
+                        setup["inner_lr"],
+                        setup["order"],
+                        rule=setup["rule"],
                     )
-            return losses, leaves, list(rates)
+                    # Differentiate now, while this task's graph is the only one alive on this core.
+                    grads = (
+                        torch.autograd.grad(loss, targets, allow_unused=True)
+                        if differentiate and loss.requires_grad
+                        else [None] * len(targets)
+                    )
+                done.append((i, loss.detach(), grads))
+            return done
 
         with one_intra_op_thread(), ThreadPoolExecutor(len(shares)) as pool:
-            results = list(pool.map(run, range(len(shares))))
-        out = inputs[0].new_empty(len(batch))
-        for share, (losses, _, _) in zip(shares, results, strict=True):
-            for i, loss in zip(share, losses, strict=True):
-                out[i] = loss.detach()
-        ctx.results, ctx.shares = results, shares
-        ctx.input_needs = [t.requires_grad for t in inputs]
+            results = [item for part in pool.map(run, range(len(shares))) for item in part]
+        results.sort(key=lambda item: item[0])
+        out = torch.stack([loss for _, loss, _ in results])
+        per_input = []
+        for column in zip(*(grads for _, _, grads in results), strict=True):
+            present = [g for g in column if g is not None]
+            per_input.append(
+                torch.stack([g if g is not None else torch.zeros_like(present[0]) for g in column]) if present else None
+            )
+        ctx.per_task = per_input  # [B, *shape] per input: each task's gradient
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        def run(worker: int) -> Sequence[Tensor | None]:
-            losses, leaves, rates = ctx.results[worker]
-            targets = [*leaves, *rates]
-            weights = torch.stack([grad_out[i] for i in ctx.shares[worker]])
-            total = (torch.stack(losses) * weights).sum()
-            if not total.requires_grad:
-                return [None] * len(targets)
-            return torch.autograd.grad(total, targets, allow_unused=True)
-
-        with one_intra_op_thread(), ThreadPoolExecutor(len(ctx.shares)) as pool:
-            parts = list(pool.map(run, range(len(ctx.shares))))
-        ctx.results = None  # free the graphs
-        sums: list[Tensor | None] = []
-        for column in zip(*parts, strict=True):
-            present = [g for g in column if g is not None]
-            sums.append(torch.stack(present).sum(0) if present else None)
-        return (None, *(g if need else None for g, need in zip(sums, ctx.input_needs, strict=True)))
+        grads = [None if g is None else torch.tensordot(grad_out.to(g.dtype), g, dims=1) for g in ctx.per_task]
+        ctx.per_task = None
+        return (None, *grads)
 
 
 def threaded_query_losses(
@@ -156,5 +154,7 @@ def threaded_query_losses(
         "inner_lr": inner_lr,
         "order": order,
         "rule": rule,
+        # Taking each task's gradient during the forward pays only if someone will ask for it.
+        "differentiate": torch.is_grad_enabled() and any(t.requires_grad for t in (*params.values(), *rates)),
     }
     return _ThreadedTasks.apply(setup, *params.values(), *rates)
