@@ -46,6 +46,13 @@ def build_book() -> subprocess.CompletedProcess:
     return result
 
 
+def execution_times(result: subprocess.CompletedProcess) -> dict[str, float]:
+    """Seconds each chapter took to execute, from myst-nb's "Executed notebook in N seconds" lines."""
+    log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    found = re.findall(r"book/(\w+)\.md: Executed notebook in ([0-9.]+) seconds", log)
+    return {chapter: float(seconds) for chapter, seconds in found}
+
+
 def pages() -> list[Path]:
     """Every HTML page of the built book (the theme's own assets and the execution reports excluded)."""
     skip = {"_static", "_sources", "_images", "reports"}

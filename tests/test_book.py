@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _bookbuild import HTML, ROOT, build_book, pages
+from _bookbuild import HTML, ROOT, build_book, execution_times, pages
 
 pytestmark = pytest.mark.book
 
-CHAPTERS = ["why", "concepts", "algorithm", "math", "code", "questions"]
+CHAPTERS = ["why", "concepts", "algorithm", "math", "code", "omniglot", "faster", "better", "questions"]
 
 
 def toc_files() -> list[str]:
@@ -52,6 +52,10 @@ def test_chapter_is_a_myst_notebook_without_outputs(chapter):
 
 
 def test_every_chapter_was_built_and_executed(built):
+    times = execution_times(build_book())
+    assert set(times) == set(CHAPTERS), f"executed {sorted(times)}, expected every chapter"
+    # For the record (and the closing notes): smoke-size execution time per chapter.
+    (built.parent / "execution-times-smoke.txt").write_text("".join(f"{c} {t:.1f} s\n" for c, t in times.items()))
     for chapter in CHAPTERS:
         page = built / "book" / f"{chapter}.html"
         assert page.exists(), f"{page} was not built"
