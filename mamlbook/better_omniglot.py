@@ -13,12 +13,14 @@ five query passes per task); Reptile with five steps (with one, its update is pl
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .better_study import config_key
+from .checkpoint import load_checkpoint
 from .config import cache_root
 from .presets import preset_config
 from .report import evaluate_run
@@ -37,12 +39,14 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "MAML++": ("mamlpp", {"inner_steps": 2}),
 }
 TEST_TASKS, TEST_STEPS = 600, 10
+# The study's budget, fixed here so that a longer preset elsewhere does not change the study's runs.
+ITERATIONS = 1200
 SMALL = {"iterations": 2, "meta_batch": 2, "eval_every": 1, "eval_tasks": 2, "checkpoint_every": 1}
 
 
 def method_config(label: str, seed: int = 0, small: bool = False, iterations: int | None = None) -> TrainConfig:
     algorithm, changes = METHODS[label]
-    extra = dict(SMALL) if small else {}
+    extra = dict(SMALL) if small else {"iterations": ITERATIONS}
     if iterations is not None:
         extra["iterations"] = iterations
     return preset_config(PRESET, "cpu", algorithm=algorithm, seed=seed, **changes, **extra)
@@ -50,6 +54,20 @@ def method_config(label: str, seed: int = 0, small: bool = False, iterations: in
 
 def run_folder(config: TrainConfig, test_tasks: int) -> Path:
     return cache_root() / "studies" / "better-omniglot" / config_key(config, test_tasks)
+
+
+def adopt(run: str | Path, test_tasks: int = TEST_TASKS) -> Path:
+    """Copy a run trained with `mamlbook train` into the study's cache, under its configuration's key.
+
+    The study then finishes (if needed) and scores it instead of training it again.
+    """
+    run = Path(run)
+    payload = load_checkpoint(run)
+    folder = run_folder(TrainConfig.from_dict(payload["config"]), test_tasks)
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(run if run.is_dir() else run.parent, folder)
+    return folder
 
 
 def training_seconds(history: list[dict[str, Any]]) -> float:

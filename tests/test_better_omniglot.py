@@ -44,3 +44,18 @@ def test_an_interrupted_run_resumes_where_it_stopped(two_methods):
 def test_training_seconds_add_each_resumed_session():
     rows = [{"seconds": 10}, {"seconds": 20}, {"seconds": 5}, {"seconds": 9}]
     assert bo.training_seconds(rows) == 29
+
+
+def test_a_run_trained_on_the_command_line_is_adopted_not_retrained(two_methods, tmp_path):
+    from mamlbook.cli import main
+
+    out = tmp_path / "cli-run"
+    args = ["train", "omniglot-5w1s", "--out", str(out), "--no-progress", "--iterations", "2", "--meta-batch", "2"]
+    assert main([*args, "--eval-every", "1"]) == 0
+    payload = load_checkpoint(out)
+    folder = bo.adopt(out, test_tasks=10)
+    assert (folder / "checkpoint.pt").exists()
+    assert bo.adopt(out, test_tasks=10) == folder, "adopting twice keeps the first copy"
+    config = Trainer.resume(folder).config
+    bo.train_and_test(config, folder, 10, 1)
+    assert load_checkpoint(folder)["params"]["head.weight"].equal(payload["params"]["head.weight"])
