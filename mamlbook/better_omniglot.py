@@ -81,6 +81,16 @@ def training_seconds(history: list[dict[str, Any]]) -> float:
     return round(total + last, 1)
 
 
+def saved_report(folder: Path, config: TrainConfig, test_tasks: int, steps: int) -> dict[str, Any] | None:
+    """The run's own `mamlbook eval` report, when it scored the finished run on the study's tasks."""
+    path = folder / "eval.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    same = (report.get("tasks"), report.get("steps"), report.get("k_shot"), report.get("iteration"))
+    return report if same == (test_tasks, steps, config.k_shot, config.iterations) else None
+
+
 def train_and_test(config: TrainConfig, folder: Path, test_tasks: int, steps: int) -> dict[str, Any]:
     """Train (or finish training) the run in `folder`, then meta-test it; cached in `folder/result.json`."""
     done = folder / "result.json"
@@ -89,7 +99,7 @@ def train_and_test(config: TrainConfig, folder: Path, test_tasks: int, steps: in
     started = time.perf_counter()
     trainer = Trainer.resume(folder) if (folder / "checkpoint.pt").exists() else Trainer(config, folder)
     history = trainer.fit(progress=False)
-    report = evaluate_run(folder, tasks=test_tasks, steps=steps)
+    report = saved_report(folder, config, test_tasks, steps) or evaluate_run(folder, tasks=test_tasks, steps=steps)
     (method,) = (m for n, m in report["methods"].items() if n != "pretrained")
     trained_steps = min(config.inner_steps, steps)
     result = {

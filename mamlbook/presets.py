@@ -7,9 +7,10 @@ Their code draws as many query as support drawings per class.
 
 `cpu` keeps the model, the inner learning rate and second-order MAML, and shrinks what costs time
 on a CPU: fewer, smaller meta-batches and fewer inner steps, with more query drawings per class
-so each task's meta-gradient is less noisy. Each finishes in about 30 minutes on one core of the
-book's build machine (run with OMP_NUM_THREADS=1 when the machine is shared: torch's threads
-then stop fighting over cores).
+so each task's meta-gradient is less noisy. Each takes 15 to 40 minutes on one idle core of the
+book's build machine (omniglot-5w1s: 2,400 meta-iterations at about 0.9 s; at 1,200 it fell just
+short of 90% on the meta-test alphabet, 89.5%, and its validation accuracy was still rising). Run
+with OMP_NUM_THREADS=1 when the machine is shared: torch's threads then stop fighting over cores.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "omniglot-5w1s": {
         "paper": _omniglot(5, 1, k_query=1, **PAPER_5WAY, **PAPER_RUN),
         "cpu": _omniglot(
-            5, 1, k_query=5, meta_batch=8, inner_steps=1, inner_lr=0.4, meta_lr=1e-3, iterations=1200, **CPU_RUN
+            5, 1, k_query=5, meta_batch=8, inner_steps=1, inner_lr=0.4, meta_lr=1e-3, iterations=2400, **CPU_RUN
         ),
     },
     "omniglot-5w5s": {

@@ -59,3 +59,17 @@ def test_a_run_trained_on_the_command_line_is_adopted_not_retrained(two_methods,
     config = Trainer.resume(folder).config
     bo.train_and_test(config, folder, 10, 1)
     assert load_checkpoint(folder)["params"]["head.weight"].equal(payload["params"]["head.weight"])
+
+
+def test_a_saved_eval_of_the_finished_run_is_reused_and_a_stale_one_is_not(two_methods, tmp_path):
+    import json
+
+    config = bo.method_config("MAML", small=True)
+    folder = bo.run_folder(config, 10)
+    Trainer(config, folder).fit(progress=False)
+    report = {"tasks": 10, "steps": 2, "k_shot": 1, "iteration": 2, "methods": {}}
+    (folder / "eval.json").write_text(json.dumps(report))
+    assert bo.saved_report(folder, config, 10, 2) == report
+    assert bo.saved_report(folder, config, 600, 2) is None, "other test tasks"
+    (folder / "eval.json").write_text(json.dumps({**report, "iteration": 1}))
+    assert bo.saved_report(folder, config, 10, 2) is None, "an earlier checkpoint's report"
