@@ -1,8 +1,9 @@
 """The loop, with tasks spread over CPU cores: each worker runs whole tasks on one thread.
 
-On a CPU, a small convolution split across cores (torch's intra-op threads) spends much of its
-time synchronizing. Tasks are independent, so a better split gives each core whole tasks,
-forward and backward, with one intra-op thread each. Autograd allows concurrent backward passes
+The idea: a small convolution split across cores (torch's intra-op threads) may spend time
+synchronizing, while tasks are independent, so each core could run whole tasks, forward and
+backward, with one intra-op thread each. Measured on the book's 2-core CPU it ties the loop in
+time (book/faster.md); what it reliably buys is memory, about half the loop's peak. Autograd allows concurrent backward passes
 over separate graphs; `functional_call` swaps a module's attributes while it runs, so each worker
 gets its own copy of the module (the parameters themselves are shared, never copied).
 
