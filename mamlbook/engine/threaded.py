@@ -3,9 +3,11 @@
 The idea: a small convolution split across cores (torch's intra-op threads) may spend time
 synchronizing, while tasks are independent, so each core could run whole tasks, forward and
 backward, with one intra-op thread each. Measured on the book's 2-core CPU it ties the loop in
-time (book/faster.md); what it reliably buys is memory, about half the loop's peak. Autograd allows concurrent backward passes
-over separate graphs; `functional_call` swaps a module's attributes while it runs, so each worker
-gets its own copy of the module (the parameters themselves are shared, never copied).
+time (book/faster.md); what it reliably buys is memory, about half the loop's peak.
+
+Autograd allows concurrent backward passes over separate graphs; `functional_call` swaps a
+module's attributes while it runs, so each worker gets its own copy of the module (the
+parameters themselves are shared, never copied).
 
 The meta-gradient is the loop's: each task's graph is built and differentiated exactly as there,
 only on another thread, and right after its forward pass, so one task's graph per core is alive at
