@@ -31,12 +31,12 @@ STRATEGIES: dict[str, QueryLosses] = {
 
 def available_strategies(model: nn.Module) -> list[str]:
     """The strategies that compute the right meta-gradient for `model` (vmap is wrong with batch norm)."""
-    names = ["loop", "threads"]
+    names = ["loop"]
     if not has_batch_norm(model):
         names.append("vmap")
     if is_foldable(model):
         names += ["folded", "checkpointed"]
-    return names
+    return [*names, "threads"]
 
 
 def resolve_strategy(strategy: str, model: nn.Module) -> str:
