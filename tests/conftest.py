@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +42,27 @@ def relative_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     num = sum(((a[k] - b[k]) ** 2).sum() for k in b)
     den = sum((b[k] ** 2).sum() for k in b)
     return float((num / den).sqrt())
+
+
+def image_batch(tasks: int = 2, n_way: int = 3, query: int = 2, seed: int = 0) -> mb.TaskBatch:
+    """A seeded float64 batch of 16x16 one-channel image tasks, small enough for Conv4 in float64."""
+    g = torch.Generator().manual_seed(seed)
+    return mb.TaskBatch(
+        torch.rand(tasks, n_way, 1, 16, 16, generator=g, dtype=torch.float64),
+        torch.arange(n_way).repeat(tasks, 1),
+        torch.rand(tasks, n_way * query, 1, 16, 16, generator=g, dtype=torch.float64),
+        torch.randint(0, n_way, (tasks, n_way * query), generator=g),
+    )
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path, handler: type[http.server.SimpleHTTPRequestHandler]) -> Iterator[str]:
+    """`folder` served by `handler` on 127.0.0.1 (a free port) in a background thread; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import image_batch
 
 from mamlbook import meta_gradient
 from mamlbook.engine.folded import frozen_prefix, trace_chain
 from mamlbook.meta.anil import anil_rule, head_names
 from mamlbook.models import Conv4
-from mamlbook.tasks import TaskBatch
-
-
-def image_batch(tasks: int = 2, n_way: int = 3, query: int = 2, seed: int = 0) -> TaskBatch:
-    g = torch.Generator().manual_seed(seed)
-    return TaskBatch(
-        torch.rand(tasks, n_way, 1, 16, 16, generator=g, dtype=torch.float64),
-        torch.arange(n_way).repeat(tasks, 1),
-        torch.rand(tasks, n_way * query, 1, 16, 16, generator=g, dtype=torch.float64),
-        torch.randint(0, n_way, (tasks, n_way * query), generator=g),
-    )
 
 
 def relative(a: dict, b: dict) -> float:

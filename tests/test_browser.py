@@ -12,7 +12,6 @@ import http.server
 import re
 import shutil
 import tempfile
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from _bookbuild import HTML, ROOT, build_book, pages
+from conftest import serve_folder
 
 pytestmark = pytest.mark.book
 
@@ -46,13 +46,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def server():
     build_book()
-    handler = functools.partial(QuietHandler, directory=str(HTML))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(HTML, QuietHandler) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

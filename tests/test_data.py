@@ -5,12 +5,12 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import serve_folder
 
 from mamlbook.cli import main
 from mamlbook.config import data_root
@@ -77,15 +77,8 @@ def mirror(tmp_path_factory):
         (folder / "corrupt" / name).write_bytes(bytes(flipped))
         (folder / "truncated" / name).write_bytes(data[: len(data) // 2])
 
-    def handler(*args, **kwargs):
-        return Handler(*args, directory=str(folder), **kwargs)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(folder, Handler) as url:
+        yield url
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import image_batch
 from torch import nn
 
 from mamlbook import meta_gradient, query_losses
@@ -15,19 +16,9 @@ from mamlbook.engine.folded import NotFoldable, folded_query_losses, is_foldable
 from mamlbook.engine.strategy import auto_strategy, available_strategies, explain_auto
 from mamlbook.meta import MetaSGD
 from mamlbook.models import Conv4, SineMLP
-from mamlbook.tasks import Sinusoid, TaskBatch
+from mamlbook.tasks import Sinusoid
 
 FAST = ("folded", "checkpointed")
-
-
-def image_batch(tasks: int = 2, n_way: int = 3, query: int = 2, seed: int = 0) -> TaskBatch:
-    g = torch.Generator().manual_seed(seed)
-    return TaskBatch(
-        torch.rand(tasks, n_way, 1, 16, 16, generator=g, dtype=torch.float64),
-        torch.arange(n_way).repeat(tasks, 1),
-        torch.rand(tasks, n_way * query, 1, 16, 16, generator=g, dtype=torch.float64),
-        torch.randint(0, n_way, (tasks, n_way * query), generator=g),
-    )
 
 
 def conv4() -> Conv4:

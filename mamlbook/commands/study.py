@@ -10,9 +10,7 @@ from pathlib import Path
 
 def add_parser(subparsers) -> None:
     study = subparsers.add_parser("study", help="run a book study (e.g. the hyperparameter sweep) and save it")
-    study.add_argument(
-        "name", help="study name: sweep, better (sinusoid) or better-omniglot (Omniglot 5-way 1-shot)"
-    )
+    study.add_argument("name", help="study name: sweep, better (sinusoid) or better-omniglot (Omniglot 5-way 1-shot)")
     study.add_argument("--out", type=Path, help="result file (default: book/results/NAME.json)")
     study.add_argument("--small", action="store_true", help="the tiny version the book's smoke mode runs")
     study.add_argument("--iterations", type=int, help="meta-iterations per setting (default: the study's)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
 
 from ..losses import LossFn
@@ -23,20 +22,8 @@ def loop_query_losses(
     rule: InnerRule | None = None,
 ) -> Tensor:
     """Per-task query losses `[B]`, computed task by task. Slow on wide hardware, but obviously right."""
-    losses = [
-        task_query_loss(
-            model,
-            params,
-            batch.support_x[i],
-            batch.support_y[i],
-            batch.query_x[i],
-            batch.query_y[i],
-            loss_fn,
-            steps,
-            inner_lr,
-            order,
-            rule=rule,
+    return batch.per_task(
+        lambda sx, sy, qx, qy: task_query_loss(
+            model, params, sx, sy, qx, qy, loss_fn, steps, inner_lr, order, rule=rule
         )
-        for i in range(len(batch))
-    ]
-    return torch.stack(losses)
+    )

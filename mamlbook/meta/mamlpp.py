@@ -196,21 +196,8 @@ def multi_step_query_losses(
             )
 
         return vmap(one_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
-    return torch.stack(
-        [
-            multi_step_query_loss(
-                model,
-                params,
-                batch.support_x[i],
-                batch.support_y[i],
-                batch.query_x[i],
-                batch.query_y[i],
-                loss_fn,
-                steps,
-                rule,
-                order,
-                weights,
-            )
-            for i in range(len(batch))
-        ]
+    return batch.per_task(
+        lambda sx, sy, qx, qy: multi_step_query_loss(
+            model, params, sx, sy, qx, qy, loss_fn, steps, rule, order, weights
+        )
     )

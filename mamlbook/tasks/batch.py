@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -33,6 +34,13 @@ class TaskBatch:
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
+
+    def per_task(self, fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> Tensor:
+        """`fn(support_x, support_y, query_x, query_y)` of each task in turn, stacked: the plain loop
+        that every strategy is checked against."""
+        return torch.stack(
+            [fn(self.support_x[i], self.support_y[i], self.query_x[i], self.query_y[i]) for i in range(len(self))]
+        )
 
     def __getitem__(self, index: int | slice) -> TaskBatch:
         """Task `i` as a batch of one (an int keeps the task dimension), or a slice of tasks."""
