@@ -122,9 +122,9 @@ class Algorithm:
             return base_lr
         return cosine_lr(base_lr, iteration, schedule["cosine_iterations"], min(self.min_meta_lr, base_lr))
 
-    def resolve_strategy(self, strategy: str, model: nn.Module) -> str:
+    def resolve_strategy(self, strategy: str, model: nn.Module, rule: InnerRule | None = None) -> str:
         """The engine's choice, except that per-step batch norm runs task by task (the loop)."""
-        return "loop" if has_step_batch_norm(model) else resolve_strategy(strategy, model)
+        return "loop" if has_step_batch_norm(model) else resolve_strategy(strategy, model, rule)
 
     # ----- one meta-iteration -----
     def meta_loss(

@@ -10,6 +10,7 @@ Every result states what produced it: the command, the package and torch version
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import platform
@@ -121,17 +122,30 @@ STUDIES: dict[str, Callable[..., dict[str, Any]]] = {"sweep": sweep}
 
 
 def run_study(
-    name: str, small: bool = False, iterations: int | None = None, progress: bool = True, command: str | None = None
+    name: str,
+    small: bool = False,
+    iterations: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Run study `name` and return its result, stamped with what produced it."""
+    """Run study `name` and return its result, stamped with what produced it.
+
+    `options` go to the study itself (`trained_only=True` for better-omniglot); a study that does
+    not take one refuses it rather than ignoring it.
+    """
     from . import __version__
 
     try:
         study = STUDIES[name]
     except KeyError:
         raise ValueError(f"unknown study {name!r}; known studies: {', '.join(sorted(STUDIES))}") from None
+    accepted = inspect.signature(study).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"study {name!r} does not take {', '.join(unknown)}")
     started = time.perf_counter()
-    result = study(small=small, iterations=iterations, progress=progress)
+    result = study(small=small, iterations=iterations, progress=progress, **options)
     return {
         "study": name,
         "small": small,

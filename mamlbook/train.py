@@ -38,9 +38,9 @@ class Trainer:
         self.algorithm = config.make_algorithm()
         self.model = self.algorithm.prepare_model(config.make_model(), config.inner_steps)
         self.loss = self.tasks.loss
-        self.strategy = self.algorithm.resolve_strategy(config.strategy, self.model)
         self.params: Params = params_of(self.model)
         self.rule = self.algorithm.make_rule(self.model, self.params, config.inner_lr, config.inner_steps)
+        self.strategy = self.algorithm.resolve_strategy(config.strategy, self.model, self.rule)
         self.rates: Params = learned_rates(self.rule)
         self.optimizer = torch.optim.Adam([*self.params.values(), *self.rates.values()], lr=config.meta_lr)
         self.schedule = self.algorithm.schedule(config.iterations)

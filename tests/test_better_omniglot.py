@@ -15,7 +15,7 @@ def two_methods(monkeypatch, tmp_path):
 
 def test_each_method_trains_its_own_algorithm_and_is_scored_with_it(two_methods):
     result = bo.better_omniglot(small=True, progress=False)
-    runs = {r["label"]: r for r in result["runs"]}
+    runs = {r["label"]: r for r in result["runs"] if r["group"] == "methods" and r["seed"] == 0}
     assert set(runs) == {"MAML", "MAML++"}
     assert runs["MAML++"]["algorithm"] == "mamlpp" and runs["MAML++"]["inner_steps"] == 2
     for r in runs.values():
@@ -73,3 +73,62 @@ def test_a_saved_eval_of_the_finished_run_is_reused_and_a_stale_one_is_not(two_m
     assert bo.saved_report(folder, config, 600, 2) is None, "other test tasks"
     (folder / "eval.json").write_text(json.dumps({**report, "iteration": 1}))
     assert bo.saved_report(folder, config, 10, 2) is None, "an earlier checkpoint's report"
+
+
+def test_seeded_methods_run_each_seed_and_the_ablation_switches_off_one_piece(monkeypatch):
+    monkeypatch.setattr(bo, "METHODS", {k: bo.METHODS[k] for k in ("MAML", "ANIL", "MAML++")})
+    rows = bo.plan(small=True)
+    seeds = {}
+    for row in rows:
+        seeds.setdefault((row["group"], row["label"]), []).append(row["seed"])
+    assert seeds[("methods", "MAML")] == seeds[("methods", "MAML++")] == [0, 1]
+    assert seeds[("methods", "ANIL")] == [0], "unseeded methods run once"
+    assert len({bo.run_folder(r["config"], 10) for r in rows}) == len(rows), "every run has its own cache folder"
+    full = bo.method_config("MAML++", small=True).make_algorithm()
+    for row in rows:
+        if row["group"] == "ablation":
+            algorithm = row["config"].make_algorithm()
+            changed = {
+                k
+                for k in ("msl", "da", "bn_stats", "bn_weights", "cosine", "rule")
+                if getattr(algorithm, k) != getattr(full, k)
+            }
+            assert changed == set(bo.ABLATION[row["piece"]]), row["label"]
+
+
+def test_the_summary_averages_over_seeds_and_keeps_each_seed(two_methods):
+    result = bo.better_omniglot(small=True, progress=False)
+    maml = [r for r in result["runs"] if r["group"] == "methods" and r["label"] == "MAML"]
+    row = result["methods"]["MAML"]
+    assert row["seeds"] == [0, 1] and row["accuracy_by_seed"] == [r["accuracy"] for r in maml]
+    assert abs(row["accuracy"] - sum(row["accuracy_by_seed"]) / 2) < 1e-12
+    assert set(result["ablation"]) == {f"MAML++ without {p}" for p in bo.ABLATION}
+    assert all(v["accuracy_seed_ci95"] is None for v in result["ablation"].values()), "one seed has no spread"
+    iterations, curves = bo.val_spread(result["runs"], "MAML++")
+    assert iterations == [1, 2] and len(curves) == 2
+
+
+def test_the_seed_interval_covers_the_mean_95_percent_of_the_time_with_three_seeds():
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.randn(4000, 3, generator=gen, dtype=torch.float64)
+    covered = 0
+    for row in draws.tolist():
+        mean, half = bo.seed_interval(row)
+        covered += abs(mean) <= half
+    assert 0.93 < covered / len(draws) < 0.97, "a normal (1.96) interval would cover only about 0.80"
+
+
+def test_trained_only_reports_finished_runs_and_trains_nothing(two_methods, tmp_path):
+    from mamlbook.study import run_study
+
+    empty = bo.better_omniglot(small=True, progress=False, trained_only=True)
+    assert empty["runs"] == [] and len(empty["missing"]) == len(bo.plan(small=True))
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("checkpoint.pt"))
+    config = bo.method_config("MAML", small=True)
+    bo.train_and_test(config, bo.run_folder(config, 10), 10, 2)
+    partial = bo.better_omniglot(small=True, progress=False, trained_only=True)
+    assert [(r["label"], r["seed"]) for r in partial["runs"]] == [("MAML", 0)]
+    assert ("MAML", 0) not in {(m["label"], m["seed"]) for m in partial["missing"]}
+    with pytest.raises(ValueError, match="does not take trained_only"):
+        run_study("sweep", small=True, trained_only=True)

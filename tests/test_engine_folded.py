@@ -133,3 +133,18 @@ def test_auto_picks_a_right_strategy() -> None:
     assert "checkpointed" in STRATEGIES
     # vmap is never offered for a model with batch norm: its second-order gradient there is wrong.
     assert "vmap" not in available_strategies(conv)
+
+
+def test_auto_runs_anil_folded_and_a_full_rule_as_before() -> None:
+    from mamlbook import TrainConfig, Trainer
+    from mamlbook.meta import SGD, Subset
+    from mamlbook.meta.anil import anil_rule
+
+    conv = Conv4(hidden=4)
+    assert resolve_strategy("auto", conv, anil_rule(conv, 0.4)) == "folded"
+    assert "adapts only the last layers" in explain_auto(conv, "cpu", anil_rule(conv, 0.4))[1]
+    everything = Subset(SGD(0.4), [k for k, _ in conv.named_parameters()])
+    assert resolve_strategy("auto", conv, everything) == "loop", "a subset that adapts the first layer saves nothing"
+    sine = dict(task="sinusoid", model="sine-mlp", iterations=1)
+    assert Trainer(TrainConfig(**sine, algorithm="anil")).strategy == "folded"
+    assert Trainer(TrainConfig(**sine, algorithm="maml")).strategy == "vmap"

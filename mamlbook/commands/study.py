@@ -15,6 +15,11 @@ def add_parser(subparsers) -> None:
     study.add_argument("--small", action="store_true", help="the tiny version the book's smoke mode runs")
     study.add_argument("--iterations", type=int, help="meta-iterations per setting (default: the study's)")
     study.add_argument("--no-progress", action="store_true", help="no per-setting progress lines")
+    study.add_argument(
+        "--trained-only",
+        action="store_true",
+        help="train nothing: report the runs already finished and list the rest as missing (better-omniglot)",
+    )
     study.set_defaults(handler=run)
 
 
@@ -24,8 +29,14 @@ def run(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
     command = "mamlbook " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["study"] else None
+    options = {"trained_only": True} if args.trained_only else {}
     result = run_study(
-        args.name, small=args.small, iterations=args.iterations, progress=not args.no_progress, command=command
+        args.name,
+        small=args.small,
+        iterations=args.iterations,
+        progress=not args.no_progress,
+        command=command,
+        **options,
     )
     out = args.out or Path("book") / "results" / f"{args.name}.json"
     print(f"wrote {save_result(result, out)} ({result['seconds']:.0f} s)")

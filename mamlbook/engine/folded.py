@@ -258,19 +258,21 @@ def folded_query_losses(
     """Per-task query losses `[B]` with every task folded into one graph.
 
     With a `Subset` rule (ANIL adapts the head only), the layers before the first adapted one run
-    once on the support set and once on the query set, not once per inner step.
+    once on the support set and once on the query set, not once per inner step, and as one plain
+    batch of all tasks' images (`engine.shared`), since every task shares their weights.
     """
     layers = trace_chain(model)
     tasks = len(batch)
     adapted = rule.names if isinstance(rule, Subset) else None
     first = 0 if adapted is None else frozen_prefix(layers, params, adapted)
-    sx, qx = fold_input(batch.support_x), fold_input(batch.query_x)
     if first > 0:
-        shared = expand_params(params, tasks)
-        if order == 0:
-            shared = {k: v.detach() for k, v in shared.items()}
-        sx = folded_forward(model, shared, sx, tasks, layers[:first])
-        qx = folded_forward(model, shared, qx, tasks, layers[:first])
+        from .shared import shared_forward  # shared imports this module's layer helpers
+
+        shared = {k: v.detach() for k, v in params.items()} if order == 0 else params
+        sx = shared_forward(shared, batch.support_x, layers[:first])
+        qx = shared_forward(shared, batch.query_x, layers[:first])
+    else:
+        sx, qx = fold_input(batch.support_x), fold_input(batch.query_x)
     tail = layers[first:]
     current = folded_adapt(model, params, sx, batch.support_y, loss_fn, steps, inner_lr, order, rule, adapted, tail)
     return per_task_loss(loss_fn, folded_forward(model, current, qx, tasks, tail), batch.query_y)

@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from ..functional import Params
 from ..losses import LossFn
-from ..meta import InnerRule
+from ..meta import InnerRule, Subset
 from ..meta.inner import check_order, check_steps
 from ..tasks import TaskBatch
 from .checkpointed import checkpointed_query_losses
-from .folded import folded_query_losses, is_foldable
+from .folded import folded_query_losses, frozen_prefix, is_foldable, trace_chain
 from .loop import loop_query_losses
 from .threaded import threaded_query_losses
 from .vmapped import has_batch_norm, vmap_query_losses
@@ -39,10 +39,10 @@ def available_strategies(model: nn.Module) -> list[str]:
     return [*names, "threads"]
 
 
-def resolve_strategy(strategy: str, model: nn.Module) -> str:
+def resolve_strategy(strategy: str, model: nn.Module, rule: InnerRule | None = None) -> str:
     """The concrete strategy for `strategy`; "auto" picks the fastest right one (see `auto_strategy`)."""
     if strategy == "auto":
-        return auto_strategy(model)
+        return auto_strategy(model, rule=rule)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
     return strategy
@@ -62,7 +62,7 @@ def query_losses(
     """Post-adaptation query loss of each task, `[B]`, by the chosen execution strategy."""
     check_steps(steps)
     check_order(order)
-    run = STRATEGIES[resolve_strategy(strategy, model)]
+    run = STRATEGIES[resolve_strategy(strategy, model, rule)]
     return run(model, params, batch, loss_fn, steps, inner_lr, order, rule)
 
 
@@ -123,14 +123,25 @@ def _device_of(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def auto_strategy(model: nn.Module, device: torch.device | str | None = None) -> str:
+def auto_strategy(model: nn.Module, device: torch.device | str | None = None, rule: InnerRule | None = None) -> str:
     """The fastest strategy that is right for `model` on `device`, by the benchmark (book/faster.md)."""
-    return explain_auto(model, device)[0]
+    return explain_auto(model, device, rule)[0]
 
 
-def explain_auto(model: nn.Module, device: torch.device | str | None = None) -> tuple[str, str]:
+def adapts_tail_only(model: nn.Module, rule: InnerRule | None) -> bool:
+    """Whether `rule` leaves a leading part of a foldable `model` unadapted (ANIL's body)."""
+    if not isinstance(rule, Subset) or not is_foldable(model):
+        return False
+    return frozen_prefix(trace_chain(model), dict(model.named_parameters()), rule.names) > 0
+
+
+def explain_auto(
+    model: nn.Module, device: torch.device | str | None = None, rule: InnerRule | None = None
+) -> tuple[str, str]:
     """What `strategy="auto"` picks for `model` on `device` (default: the model's), and why.
 
+    - a rule that adapts only the last layers (ANIL): `folded`, which runs the shared body once per
+      task as ordinary layers and the inner steps on the adapted tail alone;
     - a GPU: `folded` for a chain of supported modules (one grouped graph instead of B small ones,
       and right with batch norm), else `vmap` without batch norm, else `loop`;
     - the CPU: convolutions already fill the cores one task at a time, and grouped convolutions are
@@ -138,6 +149,8 @@ def explain_auto(model: nn.Module, device: torch.device | str | None = None) -> 
       (folded ties with it there); `folded` for foldable ones with batch norm, where vmap is wrong.
     """
     dev = torch.device(device) if device is not None else _device_of(model)
+    if adapts_tail_only(model, rule):
+        return "folded", "the rule adapts only the last layers: the shared body runs once per task, unfolded"
     foldable = is_foldable(model)
     batch_norm = has_batch_norm(model)
     if dev.type != "cpu" and foldable:
