@@ -217,8 +217,12 @@ def seed_interval(values: list[float]) -> tuple[float, float | None]:
     mean = sum(values) / n
     if n < 2:
         return mean, None
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, T95.get(n - 1, 1.96) * std / math.sqrt(n)
+    return mean, T95.get(n - 1, 1.96) * _std(values) / math.sqrt(n)
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def summary(runs: list[dict[str, Any]], group: str) -> dict[str, dict[str, Any]]:
@@ -242,12 +246,34 @@ def summary(runs: list[dict[str, Any]], group: str) -> dict[str, dict[str, Any]]
     return table
 
 
-def val_spread(runs: list[dict[str, Any]], label: str) -> tuple[list[int], list[list[float]]]:
+def val_spread(runs: list[dict[str, Any]], label: str, group: str = "methods") -> tuple[list[int], list[list[float]]]:
     """Validation curves of method `label` over its seeds: the iterations and one curve per seed."""
-    rs = [r for r in runs if r["group"] == "methods" and r["label"] == label]
+    rs = [r for r in runs if r["group"] == group and r["label"] == label]
     curves = [dict((it, a) for it, a in r["val_curve"] if a is not None) for r in rs]
     iterations = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
     return iterations, [[c[it] for it in iterations] for c in curves]
+
+
+def stability(runs: list[dict[str, Any]], label: str, group: str = "methods") -> dict[str, float | int]:
+    """How unsteady method `label`'s validation accuracy is, in points, from its seeds' curves.
+
+    `spread`: standard deviation across seeds at each check, averaged (over the whole run and over
+    its second half, `spread_late`); `jitter_late`: the mean change from one check to the next in
+    the second half, averaged over seeds (a run can be steady across seeds and still oscillate).
+    """
+    iterations, curves = val_spread(runs, label, group)
+    if not curves or len(iterations) < 4:
+        raise ValueError(f"{label}: too few validation checks to judge stability")
+    points = [[100 * a for a in curve] for curve in curves]
+    half = len(iterations) // 2
+    out: dict[str, float | int] = {"seeds": len(points)}
+    jitter = [sum(abs(c[i] - c[i - 1]) for i in range(half + 1, len(c))) / (len(c) - half - 1) for c in points]
+    out["jitter_late"] = sum(jitter) / len(jitter)
+    if len(points) > 1:
+        sd = [_std([c[i] for c in points]) for i in range(len(iterations))]
+        out["spread"] = sum(sd) / len(sd)
+        out["spread_late"] = sum(sd[half:]) / len(sd[half:])
+    return out
 
 
 STUDIES["better-omniglot"] = better_omniglot

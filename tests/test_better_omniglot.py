@@ -132,3 +132,25 @@ def test_trained_only_reports_finished_runs_and_trains_nothing(two_methods, tmp_
     assert ("MAML", 0) not in {(m["label"], m["seed"]) for m in partial["missing"]}
     with pytest.raises(ValueError, match="does not take trained_only"):
         run_study("sweep", small=True, trained_only=True)
+
+
+def test_stability_separates_spread_across_seeds_from_oscillation_within_a_run():
+    def run(seed, curve, label="MAML"):
+        return {
+            "group": "methods",
+            "label": label,
+            "seed": seed,
+            "val_curve": [[50 * i, a] for i, a in enumerate(curve)],
+        }
+
+    rising = [0.2, 0.4, 0.5, 0.6, 0.7, 0.8]
+    shifted = [a + 0.04 for a in rising]
+    zigzag = [0.2, 0.4, 0.5, 0.8, 0.6, 0.8]
+    steady = bo.stability([run(0, rising), run(1, shifted)], "MAML")
+    assert steady["seeds"] == 2 and abs(steady["spread"] - 4 / 2**0.5) < 1e-9, "two curves 4 points apart"
+    assert abs(steady["jitter_late"] - 10) < 1e-9, "10 points per check in the second half"
+    shaky = bo.stability([run(0, zigzag), run(1, zigzag)], "MAML")
+    assert shaky["spread"] == 0 and shaky["jitter_late"] > steady["jitter_late"]
+    assert "spread" not in bo.stability([run(0, rising)], "MAML"), "one seed has no spread"
+    with pytest.raises(ValueError, match="too few validation checks"):
+        bo.stability([run(0, rising[:2])], "MAML")
