@@ -1,4 +1,4 @@
-"""Side-by-side timing of one meta-iteration: mamlbook's strategies against learn2learn and higher.
+"""Side-by-side timing of one meta-iteration: mamlbook's strategies against learn2learn, higher and TorchOpt.
 
 Every implementation runs on the same tasks and weights in the same run, so the numbers that
 matter are the ratios. One meta-iteration is: meta-gradient over the meta-batch + one Adam step.

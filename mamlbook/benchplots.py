@@ -8,7 +8,7 @@ from typing import Any
 
 
 def _label(row: dict[str, Any]) -> str:
-    return row["impl"] if row["impl"] in ("learn2learn", "higher") else f"{row['impl']}:{row['strategy']}"
+    return row["impl"] if row["impl"] in ("learn2learn", "higher", "torchopt") else f"{row['impl']}:{row['strategy']}"
 
 
 def _series(rows: Sequence[dict[str, Any]], x: str, y: str, other: str) -> dict[str, list[tuple[float, float]]]:

@@ -17,7 +17,7 @@ from .functional import Params
 from .losses import LossFn, get_loss
 from .tasks import TaskBatch
 
-PEERS = ("learn2learn", "higher")
+PEERS = ("learn2learn", "higher", "torchopt")
 
 
 def _require(name: str):
@@ -78,7 +78,40 @@ def higher_meta_gradient(
     return total, _grads_of(model)
 
 
-PEER_GRADIENTS = {"learn2learn": learn2learn_meta_gradient, "higher": higher_meta_gradient}
+def torchopt_meta_gradient(
+    model: nn.Module, batch: TaskBatch, loss_fn: str | LossFn, steps: int, inner_lr: float, order: int = 2
+) -> tuple[float, Params]:
+    """Mean query loss and its gradient by `torchopt.MetaSGD`, as TorchOpt's MAML example runs it.
+
+    The module's parameters are updated in place by the differentiable optimizer and restored per
+    task; the query losses are averaged and differentiated once. Second order only: MetaSGD always
+    differentiates through its steps.
+    """
+    if order != 2:
+        raise ValueError("the torchopt peer computes second-order MAML only (MetaSGD differentiates its steps)")
+    torchopt = _require("torchopt")
+    loss = get_loss(loss_fn)
+    inner_opt = torchopt.MetaSGD(model, lr=inner_lr)
+    model.zero_grad(set_to_none=True)
+    net_state = torchopt.extract_state_dict(model, by="reference", detach_buffers=True)
+    opt_state = torchopt.extract_state_dict(inner_opt, by="reference")
+    queries = []
+    for i in range(len(batch)):
+        for _ in range(steps):
+            inner_opt.step(loss(model(batch.support_x[i]), batch.support_y[i]))
+        queries.append(loss(model(batch.query_x[i]), batch.query_y[i]))
+        torchopt.recover_state_dict(model, net_state)
+        torchopt.recover_state_dict(inner_opt, opt_state)
+    query = torch.stack(queries).mean()
+    query.backward()
+    return query.item(), _grads_of(model)
+
+
+PEER_GRADIENTS = {
+    "learn2learn": learn2learn_meta_gradient,
+    "higher": higher_meta_gradient,
+    "torchopt": torchopt_meta_gradient,
+}
 
 
 def model_with(model: nn.Module, params: Params) -> nn.Module:

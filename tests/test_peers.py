@@ -2,13 +2,15 @@
 
 import pytest
 import torch
-from conftest import relative_error
+from conftest import image_batch, relative_error
 
 import mamlbook as mb
-from mamlbook.peers import higher_meta_gradient, learn2learn_meta_gradient, model_with
+from mamlbook.models import Conv4
+from mamlbook.peers import higher_meta_gradient, learn2learn_meta_gradient, model_with, torchopt_meta_gradient
 
 pytest.importorskip("learn2learn", reason="the comparison peer learn2learn is not installed (make venv)")
 pytest.importorskip("higher", reason="the comparison peer higher is not installed (make venv)")
+pytest.importorskip("torchopt", reason="the comparison peer torchopt is not installed (make venv)")
 pytestmark = [pytest.mark.peers, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 PEERS = {"learn2learn": learn2learn_meta_gradient, "higher": higher_meta_gradient}
@@ -36,3 +38,22 @@ def test_peer_first_order_really_differs_from_second_order():
     _, second = learn2learn_meta_gradient(model_with(model, mb.params_of(model)), batch, "mse", 1, 0.05, 2)
     _, first = learn2learn_meta_gradient(model_with(model, mb.params_of(model)), batch, "mse", 1, 0.05, 1)
     assert relative_error(first, second) > 1e-3
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_meta_gradient_matches_torchopt_on_conv4_with_batch_norm(steps):
+    torch.manual_seed(0)
+    model = Conv4(n_way=3, hidden=4, image_size=16).double()
+    theta = mb.params_of(model)
+    batch = image_batch(tasks=3)
+    ours_loss, ours = mb.meta_gradient(model, theta, batch, "ce", steps, 0.4, 2, "loop")
+    peer_loss, theirs = torchopt_meta_gradient(model_with(model, theta), batch, "ce", steps, 0.4, 2)
+    assert ours_loss.item() == pytest.approx(peer_loss, rel=1e-10)
+    assert relative_error(ours, theirs) < 1e-8
+
+
+def test_torchopt_peer_refuses_first_order():
+    model = mb.SineMLP()
+    batch = mb.Sinusoid(k_shot=5).sample(2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="second-order MAML only"):
+        torchopt_meta_gradient(model, batch, "mse", 1, 0.01, 1)

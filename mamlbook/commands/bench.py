@@ -11,14 +11,17 @@ from .args import comma_ints, comma_names
 
 
 def add_parser(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="time one meta-iteration side by side with learn2learn and higher")
+    bench = subparsers.add_parser(
+        "bench", help="time one meta-iteration side by side with learn2learn, higher and TorchOpt"
+    )
     bench.add_argument("--problems", type=comma_names, default=["sinusoid"], help="sinusoid, omniglot-5w1s, ...")
     bench.add_argument("--steps", type=comma_ints, default=[1], help="inner steps, e.g. 1,5,10,20")
     bench.add_argument(
         "--impls",
         type=comma_names,
         default=["mamlbook", "learn2learn", "higher"],
-        help="mamlbook (every strategy the model allows), mamlbook:<strategy>, learn2learn, higher",
+        help="mamlbook (every strategy the model allows), mamlbook:<strategy>, anil, imaml, "
+        "learn2learn, higher, torchopt (second order only)",
     )
     bench.add_argument("--order", type=int, choices=(1, 2), default=2)
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
