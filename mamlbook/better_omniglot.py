@@ -10,19 +10,29 @@ Budget choices, stated because they shape the result: three seeds for MAML and M
 the paper's stability claim is about), one for the other methods; the ablation switches off the
 two MAML++ pieces that act on the schedule (DA, CA), seed 0; MAML++ with two inner steps (its
 multi-step loss needs more than one; five, as in the paper, costs five query passes per task);
-Reptile with five steps (with one, its update is plain joint training).
+Reptile with five steps (with one, its update is plain joint training). `full=True` is the
+issue's whole design: every method and every MAML++ piece switched off alone, over three seeds (36
+runs); with a GPU, `device="cuda"` and `jobs` runs at a time make that a matter of minutes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
+import platform
 import shutil
 import sys
 import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .algorithms import MAMLPP_PIECES
 from .better_study import config_key
 from .checkpoint import load_checkpoint
 from .config import cache_root
@@ -47,6 +57,8 @@ SEEDS = (0, 1, 2)
 SEEDED = ("MAML", "MAML++")
 # MAML++ with one piece switched off: the schedules, which a 1,200-iteration run may not suit.
 ABLATION: dict[str, dict[str, Any]] = {"DA": {"da": False}, "CA": {"cosine": False}}
+# The full plan: every method over SEEDS, and every MAML++ piece switched off alone (the paper's table 2).
+FULL_ABLATION: dict[str, dict[str, Any]] = {piece.upper(): off for piece, off in MAMLPP_PIECES.items()}
 TEST_TASKS, TEST_STEPS = 600, 10
 # The study's budget, fixed here so that a longer preset elsewhere does not change the study's runs.
 ITERATIONS = 1200
@@ -59,30 +71,41 @@ def method_config(
     small: bool = False,
     iterations: int | None = None,
     switched_off: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> TrainConfig:
-    """The run of method `label`; `switched_off` overrides its algorithm's options (the ablation)."""
+    """The run of method `label` on `device`; `switched_off` overrides its algorithm's options (the ablation)."""
     algorithm, changes = METHODS[label]
     extra = dict(SMALL) if small else {"iterations": ITERATIONS}
     if iterations is not None:
         extra["iterations"] = iterations
     if switched_off:
         extra["algorithm_options"] = dict(switched_off)
-    return preset_config(PRESET, "cpu", algorithm=algorithm, seed=seed, **changes, **extra)
+    return preset_config(PRESET, "cpu", algorithm=algorithm, seed=seed, device=device, **changes, **extra)
 
 
-def plan(small: bool = False, iterations: int | None = None) -> list[dict[str, Any]]:
-    """Every run of the study as (group, label, seed, config) rows, longest-standing runs first."""
+def plan(
+    small: bool = False, iterations: int | None = None, device: str = "cpu", full: bool = False
+) -> list[dict[str, Any]]:
+    """Every run of the study as (group, label, seed, config) rows, seed by seed.
+
+    The default plan is what a CPU can afford (see the module's docstring); `full` trains every
+    method and every ablation over all seeds. Seed-major order means a study cut short by a time
+    limit still holds whole seeds.
+    """
     seeds = SEEDS[:2] if small else SEEDS
+    ablation = FULL_ABLATION if full else ABLATION
     rows = []
     for label in METHODS:
-        for seed in seeds if label in SEEDED else seeds[:1]:
+        for seed in seeds if full or label in SEEDED else seeds[:1]:
             rows.append({"group": "methods", "label": label, "seed": seed})
-    for piece in ABLATION:
-        rows.append({"group": "ablation", "label": f"MAML++ without {piece}", "piece": piece, "seed": seeds[0]})
+    for piece in ablation:
+        for seed in seeds if full else seeds[:1]:
+            rows.append({"group": "ablation", "label": f"MAML++ without {piece}", "piece": piece, "seed": seed})
+    rows.sort(key=lambda row: row["seed"])  # stable: groups and methods keep their order within a seed
     for row in rows:
-        off = ABLATION.get(row.get("piece", ""))
+        off = ablation.get(row.get("piece", ""))
         label = "MAML++" if off else row["label"]
-        row["config"] = method_config(label, row["seed"], small, iterations, switched_off=off)
+        row["config"] = method_config(label, row["seed"], small, iterations, switched_off=off, device=device)
     return rows
 
 
@@ -125,6 +148,13 @@ def saved_report(folder: Path, config: TrainConfig, test_tasks: int, steps: int)
     return report if same == (test_tasks, steps, config.k_shot, config.iterations) else None
 
 
+def hardware(device: str) -> str:
+    """The chip a run trained on, for the record (a result's timings mean little without it)."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()
+
+
 def train_and_test(config: TrainConfig, folder: Path, test_tasks: int, steps: int) -> dict[str, Any]:
     """Train (or finish training) the run in `folder`, then meta-test it; cached in `folder/result.json`."""
     done = folder / "result.json"
@@ -146,57 +176,153 @@ def train_and_test(config: TrainConfig, folder: Path, test_tasks: int, steps: in
         "val_curve": [[row["iteration"], row.get("val_accuracy_post")] for row in history],
         "train_seconds": training_seconds(history),
         "seconds_this_session": round(time.perf_counter() - started, 1),
+        "trained_on": hardware(config.device),
     }
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
+def _train_in_worker(config: dict[str, Any], folder: str, test_tasks: int, steps: int) -> dict[str, Any]:
+    return train_and_test(TrainConfig.from_dict(config), Path(folder), test_tasks, steps)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _train_all(
+    todo: list[tuple[int, dict[str, Any], TrainConfig, Path]],
+    test_tasks: int,
+    steps: int,
+    jobs: int,
+    deadline: float,
+    progress: bool = False,
+) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+    """Train the runs in `todo`, `jobs` at a time, starting none after `deadline` (a perf_counter value).
+
+    Returns the results and the errors, by row index. A run that fails is reported, not fatal:
+    the others' hours of training are worth keeping.
+    """
+    results: dict[int, dict[str, Any]] = {}
+    errors: dict[int, str] = {}
+    if jobs == 1:
+        for i, _, config, folder in todo:
+            if time.perf_counter() >= deadline:
+                break
+            results[i] = train_and_test(config, folder, test_tasks, steps)
+            _announce(todo, i, results, errors, progress)
+        return results, errors
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # spawn, not fork: a forked child cannot use CUDA once the parent has touched it.
+    context = multiprocessing.get_context("spawn")
+    pending = list(todo)
+    running: dict[Future, int] = {}
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        while pending or running:
+            while pending and len(running) < jobs and time.perf_counter() < deadline:
+                i, _, config, folder = pending.pop(0)
+                running[pool.submit(_train_in_worker, config.to_dict(), str(folder), test_tasks, steps)] = i
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = running.pop(future)
+                try:
+                    results[i] = future.result()
+                except Exception as error:  # noqa: BLE001 - reported with the run, see the docstring
+                    errors[i] = f"{type(error).__name__}: {error}"
+                    if progress:  # the worker's traceback travels as the error's cause
+                        print("".join(traceback.format_exception(error))[-3000:], file=sys.stderr, flush=True)
+                _announce(todo, i, results, errors, progress)
+    return results, errors
+
+
+def _announce(todo: list, i: int, results: dict, errors: dict, progress: bool) -> None:
+    if not progress:
+        return
+    row = next(r for j, r, _, _ in todo if j == i)
+    name = f"{row['label']} seed {row['seed']}"
+    if i in errors:
+        print(f"{name} failed: {errors[i]}", file=sys.stderr, flush=True)
+    else:
+        result = results[i]
+        print(
+            f"{name}: meta-test accuracy {100 * result['accuracy']:.2f}% after {result['test_steps']} step(s) "
+            f"({result['train_seconds']:.0f} s of training; {len(results) + len(errors)}/{len(todo)} trained)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def better_omniglot(
-    small: bool = False, iterations: int | None = None, progress: bool = True, trained_only: bool = False
+    small: bool = False,
+    iterations: int | None = None,
+    progress: bool = True,
+    trained_only: bool = False,
+    device: str = "cpu",
+    full: bool = False,
+    jobs: int = 1,
+    time_limit: float | None = None,
 ) -> dict[str, Any]:
     """Every run of the plan, trained and scored (or read from the cache).
 
     `trained_only` trains nothing: the result holds the finished runs and names the others under
-    `missing`, for a look at a study that is still running.
+    `missing`, for a look at a study that is still running. `jobs` trains that many runs at once
+    (in separate processes: on a GPU, where one small run leaves the card mostly idle); no run
+    starts after `time_limit` seconds, and those not started are listed as missing.
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if time_limit is not None and time_limit < 0:
+        raise ValueError(f"time_limit must be at least 0 seconds, got {time_limit}")
+    started = time.perf_counter()
+    deadline = started + time_limit if time_limit is not None else math.inf
     test_tasks, steps = (10, 2) if small else (TEST_TASKS, TEST_STEPS)
-    rows = plan(small, iterations)
+    rows = plan(small, iterations, device, full)
+    configs = [row.pop("config") for row in rows]
+    folders = [run_folder(config, test_tasks) for config in configs]
+    results: dict[int, dict[str, Any]] = {}
+    todo = []
+    for i, folder in enumerate(folders):
+        if (folder / "result.json").exists():
+            results[i] = json.loads((folder / "result.json").read_text())
+        elif not trained_only:
+            todo.append((i, rows[i], configs[i], folder))
+    if progress and todo:
+        print(f"{len(todo)} of {len(rows)} runs to train, {jobs} at a time", file=sys.stderr, flush=True)
+    trained, errors = _train_all(todo, test_tasks, steps, jobs, deadline, progress)
+    results.update(trained)
     runs, missing = [], []
-    for i, row in enumerate(rows, 1):
-        config: TrainConfig = row.pop("config")
-        folder = run_folder(config, test_tasks)
-        if trained_only and not (folder / "result.json").exists():
-            missing.append({**row, "key": folder.name})
+    for i, (row, config, folder) in enumerate(zip(rows, configs, folders, strict=True)):
+        if i not in results:
+            missing.append({**row, "key": folder.name, **({"error": errors[i]} if i in errors else {})})
             continue
-        result = train_and_test(config, folder, test_tasks, steps)
+        result = results[i]
         runs.append(
             {
                 **row,
                 "algorithm": config.algorithm,
                 "algorithm_options": config.algorithm_options,
                 "inner_steps": config.inner_steps,
+                "device": config.device,
                 "key": folder.name,
                 **result,
             }
         )
-        if progress:
-            print(
-                f"[{i}/{len(rows)}] {row['label']} seed {row['seed']}: meta-test accuracy "
-                f"{100 * result['accuracy']:.2f}% after {result['test_steps']} step(s)",
-                file=sys.stderr,
-                flush=True,
-            )
-    base = method_config("MAML", small=small, iterations=iterations)
+    base = method_config("MAML", small=small, iterations=iterations, device=device)
     return {
         "settings": {
             "preset": PRESET,
+            "device": device,
+            "full": full,
+            "jobs": jobs,
             "iterations": base.iterations,
             "meta_batch": base.meta_batch,
             "test_tasks": test_tasks,
             "test_steps": steps,
             "seeds": sorted({r["seed"] for r in runs}),
-            "seeded_methods": list(SEEDED),
-            "ablation": {piece: off for piece, off in ABLATION.items()},
+            "seeded_methods": list(METHODS) if full else list(SEEDED),
+            "ablation": dict(FULL_ABLATION if full else ABLATION),
             "data": "minimal Omniglot (images_background_small1 + small2); test alphabet Japanese_(katakana)",
         },
         "runs": runs,
@@ -241,9 +367,65 @@ def summary(runs: list[dict[str, Any]], group: str) -> dict[str, dict[str, Any]]
             out[f"{key}_by_seed"] = values
             out[f"{key}_seed_ci95"] = half
             out[f"{key}_task_ci95"] = sum(r[f"{key}_ci95"] for r in rs) / len(rs)
-        out["train_seconds"] = sum(r["train_seconds"] for r in rs) / len(rs)
+        seconds = [r["train_seconds"] for r in rs if r.get("train_seconds") is not None]
+        out["train_seconds"] = sum(seconds) / len(seconds) if seconds else None
+        out["runs"] = sum(r.get("replicates", 1) for r in rs)
         table[label] = out
     return table
+
+
+def _device(run: dict[str, Any]) -> str:
+    return run.get("device", "cpu")  # results written before runs recorded their device were all CPU runs
+
+
+def pool(*results: dict[str, Any]) -> dict[str, Any]:
+    """Several study results (say, one per device) read as one: seeds stay the unit of evidence.
+
+    A seed fixes a run's initialization and its stream of tasks, so the same configuration and seed
+    trained on another device is a replicate that differs only in floating-point rounding, not an
+    extra seed. Replicates are averaged into one row per (group, label, seed) before the seeds'
+    interval is taken; `replicates` lists them side by side, which measures what rounding alone
+    does to a run. Training time counts CPU runs only (GPU runs shared their card).
+    """
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for result in results:
+        for run in result["runs"]:
+            groups.setdefault((run["group"], run["label"], run["seed"]), []).append(run)
+    runs, pairs = [], []
+    for (group, label, seed), rs in groups.items():
+        row: dict[str, Any] = {"group": group, "label": label, "seed": seed, "inner_steps": rs[0]["inner_steps"]}
+        for key in ("accuracy", "accuracy_ci95", "accuracy_10", "accuracy_10_ci95"):
+            row[key] = sum(r[key] for r in rs) / len(rs)
+        cpu = [r["train_seconds"] for r in rs if _device(r) == "cpu"]
+        row["train_seconds"] = sum(cpu) / len(cpu) if cpu else None
+        row["replicates"] = len(rs)
+        row["devices"] = sorted({_device(r) for r in rs})
+        runs.append(row)
+        if len(row["devices"]) > 1:
+            accuracy = {_device(r): r["accuracy"] for r in rs}
+            pairs.append(
+                {
+                    "group": group,
+                    "label": label,
+                    "seed": seed,
+                    "accuracy": accuracy,
+                    "difference": max(accuracy.values()) - min(accuracy.values()),
+                }
+            )
+    found = set(groups)
+    missing: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for result in results:
+        for m in result.get("missing", []):
+            key = (m["group"], m["label"], m["seed"])
+            if key not in found:
+                missing.setdefault(key, {"group": m["group"], "label": m["label"], "seed": m["seed"]})
+    return {
+        "runs": runs,
+        "methods": summary(runs, "methods"),
+        "ablation": summary(runs, "ablation"),
+        "replicates": pairs,
+        "missing": list(missing.values()),
+    }
 
 
 def val_spread(runs: list[dict[str, Any]], label: str, group: str = "methods") -> tuple[list[int], list[list[float]]]:

@@ -154,3 +154,78 @@ def test_stability_separates_spread_across_seeds_from_oscillation_within_a_run()
     assert "spread" not in bo.stability([run(0, rising)], "MAML"), "one seed has no spread"
     with pytest.raises(ValueError, match="too few validation checks"):
         bo.stability([run(0, rising[:2])], "MAML")
+
+
+def test_the_full_plan_trains_every_method_and_every_piece_over_every_seed():
+    budget, full = bo.plan(small=True), bo.plan(small=True, full=True, device="cuda")
+    seeds = {0, 1}  # the small plan's
+    for label in bo.METHODS:
+        assert {r["seed"] for r in full if r["label"] == label} == seeds
+    pieces = {r["piece"] for r in full if r["group"] == "ablation"}
+    assert pieces == {"MSL", "DA", "BNRS", "BNWB", "LSLR", "CA"}
+    assert len(full) == (len(bo.METHODS) + len(pieces)) * len(seeds)
+    assert all(r["config"].device == "cuda" for r in full)
+    assert [r["seed"] for r in full] == sorted(r["seed"] for r in full), "seed by seed: a cut study keeps whole seeds"
+    no_lslr = next(r["config"] for r in full if r.get("piece") == "LSLR")
+    assert no_lslr.algorithm == "mamlpp" and no_lslr.algorithm_options == {"rule": "sgd"}
+    # The CPU plan's runs are the full plan's runs on the CPU: same configuration, same cache key.
+    full_cpu = {(r["label"], r["seed"]): bo.run_folder(r["config"], 10) for r in bo.plan(small=True, full=True)}
+    assert all(full_cpu[(r["label"], r["seed"])] == bo.run_folder(r["config"], 10) for r in budget)
+    assert bo.run_folder(full[0]["config"], 10) != full_cpu[(full[0]["label"], full[0]["seed"])]
+
+
+def test_a_time_limit_of_zero_trains_nothing_and_lists_every_run_as_missing(two_methods):
+    result = bo.better_omniglot(small=True, progress=False, time_limit=0)
+    assert result["runs"] == [] and len(result["missing"]) == len(bo.plan(small=True))
+    with pytest.raises(ValueError, match="jobs"):
+        bo.better_omniglot(small=True, progress=False, jobs=0)
+    with pytest.raises(ValueError, match="time_limit"):
+        bo.better_omniglot(small=True, progress=False, time_limit=-1)
+
+
+def test_parallel_jobs_train_in_worker_processes_into_the_same_cache(two_methods, monkeypatch):
+    monkeypatch.setattr(bo, "ABLATION", {})
+    result = bo.better_omniglot(small=True, progress=False, jobs=2)
+    assert result["missing"] == [] and len(result["runs"]) == len(bo.plan(small=True))
+    assert all(r["device"] == "cpu" and r["trained_on"] for r in result["runs"])
+    for row in bo.plan(small=True):
+        assert (bo.run_folder(row["config"], 10) / "result.json").exists()
+    again = bo.better_omniglot(small=True, progress=False, jobs=2, time_limit=0)
+    assert again["runs"] == result["runs"], "finished runs are read back even when no run may start"
+
+
+def _run(label, seed, accuracy, device=None, group="methods", seconds=60.0):
+    run = {
+        "group": group,
+        "label": label,
+        "seed": seed,
+        "inner_steps": 1,
+        "accuracy": accuracy,
+        "accuracy_ci95": 0.01,
+        "accuracy_10": accuracy,
+        "accuracy_10_ci95": 0.01,
+        "train_seconds": seconds,
+    }
+    return run if device is None else {**run, "device": device}
+
+
+def test_pooling_averages_replicates_within_a_seed_before_the_seed_interval():
+    cpu = {"runs": [_run("MAML", 0, 0.80), _run("MAML", 1, 0.84, seconds=120.0)], "missing": []}
+    gpu = {
+        "runs": [_run("MAML", 0, 0.90, "cuda", seconds=5.0), _run("MAML++", 0, 0.85, "cuda")],
+        "missing": [
+            {"group": "methods", "label": "MAML", "seed": 1},
+            {"group": "methods", "label": "MAML++", "seed": 1},
+        ],
+    }
+    pooled = bo.pool(cpu, gpu)
+    maml = pooled["methods"]["MAML"]
+    assert maml["accuracy_by_seed"] == pytest.approx([0.85, 0.84]), "seed 0's replicates averaged"
+    assert maml["accuracy"] == pytest.approx(0.845) and maml["runs"] == 3 and maml["seeds"] == [0, 1]
+    mean, half = bo.seed_interval([0.85, 0.84])
+    assert maml["accuracy_seed_ci95"] == pytest.approx(half), "two seeds, not three runs"
+    assert maml["train_seconds"] == pytest.approx(90.0), "the GPU run's shared-card time is left out"
+    assert pooled["methods"]["MAML++"]["train_seconds"] is None
+    (pair,) = pooled["replicates"]
+    assert pair["accuracy"] == {"cpu": 0.80, "cuda": 0.90} and pair["difference"] == pytest.approx(0.10)
+    assert pooled["missing"] == [{"group": "methods", "label": "MAML++", "seed": 1}], "MAML seed 1 ran on the CPU"

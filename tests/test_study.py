@@ -40,3 +40,18 @@ def test_unknown_study_and_missing_file_fail_clearly(tmp_path, capsys):
     assert "unknown study 'nope'" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="mamlbook study missing"):
         study.load_result(tmp_path / "missing.json")
+
+
+def test_study_options_reach_the_study_and_other_studies_refuse_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MAMLBOOK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "gpu.json"
+    args = ["study", "better-omniglot", "--small", "--device", "cuda", "--full", "--time-limit", "0"]
+    assert main([*args, "--jobs", "3", "--no-progress", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    settings = saved["settings"]
+    assert (settings["device"], settings["full"], settings["jobs"]) == ("cuda", True, 3)
+    assert saved["runs"] == [] and {m["piece"] for m in saved["missing"] if "piece" in m} >= {"MSL", "LSLR"}
+    assert main(["study", "sweep", "--small", "--jobs", "2", "--out", str(tmp_path / "s.json")]) == 2
+    assert "does not take jobs" in capsys.readouterr().err
+    assert main(["study", "better-omniglot", "--small", "--jobs", "0", "--out", str(out)]) == 2
+    assert "jobs must be at least 1" in capsys.readouterr().err

@@ -20,6 +20,19 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="train nothing: report the runs already finished and list the rest as missing (better-omniglot)",
     )
+    study.add_argument("--device", help="train on this device, e.g. cuda (better-omniglot; default: the study's, cpu)")
+    study.add_argument(
+        "--full",
+        action="store_true",
+        help="every method and every MAML++ piece switched off alone, over three seeds (better-omniglot)",
+    )
+    study.add_argument("--jobs", type=int, help="runs trained at once, in separate processes (better-omniglot)")
+    study.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="start no run after this many seconds; runs not started are listed as missing (better-omniglot)",
+    )
     study.set_defaults(handler=run)
 
 
@@ -29,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
     command = "mamlbook " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["study"] else None
-    options = {"trained_only": True} if args.trained_only else {}
+    options: dict = {"trained_only": True} if args.trained_only else {}
+    if args.full:
+        options["full"] = True
+    for name in ("device", "jobs", "time_limit"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     result = run_study(
         args.name,
         small=args.small,
