@@ -412,6 +412,7 @@ def pool(*results: dict[str, Any]) -> dict[str, Any]:
                     "difference": max(accuracy.values()) - min(accuracy.values()),
                 }
             )
+    runs.sort(key=lambda row: row["seed"])  # stable: per method, seeds in order whatever file they came from
     found = set(groups)
     missing: dict[tuple[str, str, int], dict[str, Any]] = {}
     for result in results:
