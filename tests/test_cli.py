@@ -42,6 +42,16 @@ def test_training_into_an_existing_run_without_resume_is_refused(tmp_path, capsy
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+def test_without_switches_mamlpp_pieces_off_in_the_saved_config(tmp_path, capsys):
+    out = tmp_path / "pp"
+    args = ["train", "sinusoid", "--algorithm", "mamlpp", "--without", "CA", "--without", "da", "--inner-steps", "2"]
+    assert main([*args, "--iterations", "2", "--out", str(out), "--no-progress", "--baseline-iterations", "0"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["algorithm_options"] == {"cosine": False, "da": False}
+    assert main(["train", "sinusoid", "--out", str(out), "--resume", "--algorithm", "mamlpp", "--without", "msl"]) == 2
+    assert "would change it" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -49,6 +59,8 @@ def test_training_into_an_existing_run_without_resume_is_refused(tmp_path, capsy
         (["train", "sinusoid", "--out", "{tmp}/x", "--inner-steps", "0"], "steps must be an integer >= 1"),
         (["train", "sinusoid", "--out", "{tmp}/x", "--inner-steps", "-3"], "steps must be an integer >= 1"),
         (["train", "sinusoid", "--out", "{tmp}/x", "--k-shot", "0"], "k_shot (K) must be"),
+        (["train", "sinusoid", "--out", "{tmp}/x", "--without", "ca"], "needs --algorithm mamlpp"),
+        (["train", "sinusoid", "--out", "{tmp}/x", "--algorithm", "mamlpp", "--without", "adam"], "invalid choice"),
         (["eval", "{tmp}/nothing"], "no checkpoint"),
         (["bench", "--problems", "imagenet"], "unknown problem 'imagenet'"),
     ],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..algorithms import ALGORITHMS
+from ..algorithms import ALGORITHMS, MAMLPP_PIECES
 from ..checkpoint import save_checkpoint
 from ..presets import PRESETS, preset_config
 from ..runconfig import TrainConfig
@@ -33,6 +33,14 @@ def add_parser(subparsers) -> None:
         "--algorithm",
         choices=sorted(ALGORITHMS),
         help="maml (default), fomaml, reptile, anil, metasgd (learned rates) or mamlpp (MAML++)",
+    )
+    train.add_argument(
+        "--without",
+        action="append",
+        type=str.lower,
+        choices=sorted(MAMLPP_PIECES),
+        metavar="PIECE",
+        help=f"switch one MAML++ piece off (repeatable): {', '.join(p.upper() for p in MAMLPP_PIECES)}",
     )
     train.add_argument("--strategy", help="meta-batch execution: auto, loop, vmap")
     train.add_argument("--eval-every", type=int, help="meta-iterations between validations")
@@ -76,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
+    if args.without:
+        if args.algorithm != "mamlpp":
+            raise ValueError("--without switches off a piece of MAML++: it needs --algorithm mamlpp")
+        overrides["algorithm_options"] = {k: v for piece in args.without for k, v in MAMLPP_PIECES[piece].items()}
     checkpoint = args.out / "checkpoint.pt"
     if args.resume:
         changed = sorted(set(overrides) - {"iterations"})
