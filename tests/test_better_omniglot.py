@@ -229,3 +229,38 @@ def test_pooling_averages_replicates_within_a_seed_before_the_seed_interval():
     (pair,) = pooled["replicates"]
     assert pair["accuracy"] == {"cpu": 0.80, "cuda": 0.90} and pair["difference"] == pytest.approx(0.10)
     assert pooled["missing"] == [{"group": "methods", "label": "MAML++", "seed": 1}], "MAML seed 1 ran on the CPU"
+
+
+def test_the_confirmation_runs_maml_and_the_picked_variant_on_seeds_the_study_never_used(two_methods):
+    rows = bo.plan(confirm=True)
+    assert {r["seed"] for r in rows}.isdisjoint(bo.SEEDS), "fresh seeds, or the pick is judged on its own data"
+    assert {(r["label"], r["seed"]) for r in rows} == {(label, s) for label in bo.CONFIRM for s in bo.CONFIRM_SEEDS}
+    variant = next(r["config"] for r in rows if r["label"] == "MAML++ without CA")
+    assert variant.algorithm == "mamlpp" and variant.algorithm_options == {"cosine": False}
+    # The variant is the ablation's row, only the seed differs: same configuration, same cache key.
+    ablation_row = next(r["config"] for r in bo.plan(full=True) if r["label"] == "MAML++ without CA")
+    assert bo.run_folder(variant, 600) != bo.run_folder(ablation_row, 600)
+    assert bo.run_folder(bo.method_config("MAML++", variant.seed, switched_off={"cosine": False}), 600) == (
+        bo.run_folder(variant, 600)
+    )
+    with pytest.raises(ValueError, match="pick one"):
+        bo.plan(full=True, confirm=True)
+    result = bo.better_omniglot(small=True, progress=False, confirm=True)
+    assert result["settings"]["confirm"] and not result["methods"] and not result["ablation"]
+    table = result["confirm"]
+    assert set(table) == set(bo.CONFIRM) and table["MAML"]["seeds"] == list(bo.CONFIRM_SEEDS[:2])
+
+
+def test_the_paired_gap_pairs_seed_by_seed_and_skips_unshared_seeds():
+    table = {
+        "MAML": {"seeds": [3, 4, 5], "accuracy_by_seed": [0.80, 0.90, 0.70]},
+        "V": {"seeds": [3, 4], "accuracy_by_seed": [0.82, 0.93]},
+    }
+    gap = bo.paired_gap(table, "V", "MAML")
+    assert gap["seeds"] == [3, 4] and gap["deltas"] == pytest.approx([2.0, 3.0])
+    mean, half = bo.seed_interval([2.0, 3.0])
+    assert gap["mean"] == pytest.approx(2.5) and gap["ci95"] == pytest.approx(half)
+    # Unpaired, the seeds' 10-point spread would swamp a 2.5-point gap; paired, it does not.
+    assert gap["ci95"] < 10
+    with pytest.raises(ValueError, match="share no seed"):
+        bo.paired_gap({**table, "W": {"seeds": [9], "accuracy_by_seed": [0.5]}}, "W", "MAML")

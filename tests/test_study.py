@@ -51,6 +51,13 @@ def test_study_options_reach_the_study_and_other_studies_refuse_them(tmp_path, c
     settings = saved["settings"]
     assert (settings["device"], settings["full"], settings["jobs"]) == ("cuda", True, 3)
     assert saved["runs"] == [] and {m["piece"] for m in saved["missing"] if "piece" in m} >= {"MSL", "LSLR"}
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "better-omniglot", "--small", "--confirm", "--time-limit", "0", "--no-progress"]) == 0
+    confirm = json.loads((tmp_path / "book" / "results" / "better-omniglot-confirm.json").read_text())
+    assert confirm["settings"]["confirm"] and {m["label"] for m in confirm["missing"]} == {"MAML", "MAML++ without CA"}
+    assert not (tmp_path / "book" / "results" / "better-omniglot.json").exists(), "the main study's file is untouched"
+    assert main(["study", "better-omniglot", "--small", "--full", "--confirm", "--out", str(out)]) == 2
+    assert "pick one" in capsys.readouterr().err
     assert main(["study", "sweep", "--small", "--jobs", "2", "--out", str(tmp_path / "s.json")]) == 2
     assert "does not take jobs" in capsys.readouterr().err
     assert main(["study", "better-omniglot", "--small", "--jobs", "0", "--out", str(out)]) == 2
