@@ -131,6 +131,22 @@ def test_per_step_bn_keeps_separate_statistics_per_step():
     assert not torch.allclose(outputs[0], outputs[2])
 
 
+def test_per_step_statistics_change_nothing_while_batches_normalize_themselves():
+    """Why BNRS is a no-op in our Omniglot runs: the model never leaves training mode, where batch
+    norm reads the batch's own statistics; the running ones only matter to a model in eval mode."""
+    with_stats, without = tiny_conv(3), tiny_conv(3, stats=False)
+    theta = mb.params_of(with_stats)
+    sx, sy = tiny_task()
+    qx, qy = tiny_task(9)
+    for _ in range(2):  # the second pass runs after the first has moved the running statistics
+        a = multi_step_query_loss(with_stats, theta, sx, sy, qx, qy, "ce", 3, SGD(0.1), 2)
+        b = multi_step_query_loss(without, theta, sx, sy, qx, qy, "ce", 3, SGD(0.1), 2)
+        assert torch.equal(a, b)
+    with_stats.eval()
+    c = multi_step_query_loss(with_stats, theta, sx, sy, qx, qy, "ce", 3, SGD(0.1), 2)
+    assert not torch.allclose(c, b), "in eval mode the per-step statistics are read"
+
+
 def test_per_step_bn_weights_learn_per_step():
     model = tiny_conv(2, weights=True, stats=False)
     theta = mb.params_of(model)
