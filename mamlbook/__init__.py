@@ -1,23 +1,25 @@
 """mamlbook: Model-Agnostic Meta-Learning with a functional core, made faster, leaner and better.
 
 Parameters are plain dicts of tensors and models are called through `torch.func.functional_call`,
-so every update is a value the outer loop can differentiate through. The pieces, in the order
-data flows through them:
+so every update is a value the outer loop can differentiate through. The layers, bottom up (each
+imports only those below it):
 
-- tasks: `Sinusoid`, `Lines`, `HalfPlanes`, `Omniglot` (files in `mamlbook.data`) sample a seeded
-  `TaskBatch` ([B, K, ...] tensors);
-- models: `LinearModel`, `LogisticRegression`, `SineMLP`;
-- meta: `adapt` (the inner loop, order 2, 1 or 0) and `task_query_loss` (MAML's per-task objective);
-  inner rules `SGD`, `MetaSGD`, `LSLR`;
-- algorithms: `make_algorithm` ("maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp"), the
-  rule + objective + schedule that `TrainConfig(algorithm=...)` trains with;
-- engine: `meta_loss` and `meta_gradient` over a meta-batch, by strategy "loop", "vmap", "folded"
-  (tasks folded into grouped convolutions), "checkpointed" or "auto" (`explain_auto` says why);
-  `imaml_query_losses` (implicit MAML) and `anil_rule` (adapt the head only) plug into it;
-- evaluate: `adaptation_curve` (query loss after 0..n steps) and `mean_ci95`;
-- train: `Trainer` and `TrainConfig` (progress bar, validation, atomic checkpoints, exact resume);
-- baseline: `pretrain`, the joint-training baseline MAML is compared with;
-- the `mamlbook` command: `train`, `eval`, `bench`.
+- core (`functional`, `losses`, `config`): parameter dicts, losses, the environment switches;
+- `data`: download, verify (sha256), extract and cache data sets; no sampling;
+- `tasks`: task distributions that sample a seeded `TaskBatch` ([B, K, ...] tensors): `Sinusoid`,
+  `Lines`, `HalfPlanes`, `Omniglot`, and `FewShotClassification`, N-way K-shot tasks over any
+  labelled tensor or image folder;
+- `models`: plain `nn.Module`s that work under `functional_call`: `LinearModel`, `SineMLP`, `Conv4`;
+- `meta`: the inner loop (`adapt`, order 2, 1 or 0), inner rules `SGD`, `MetaSGD`, `LSLR`, and
+  MAML's per-task objective `task_query_loss`;
+- `engine`: `meta_loss` and `meta_gradient` over a meta-batch by strategy ("loop", "vmap",
+  "folded", "checkpointed", "threads" or "auto"; `explain_auto` says why), and iMAML;
+- `train`: algorithms by name, `TrainConfig`, the `Trainer` (progress, validation, atomic
+  checkpoints, exact resume), `adaptation_curve`, the joint-training baseline;
+- `reports`: meta-test reports of saved runs and Lake's one-shot runs.
+
+`mamlbook.bench` (benchmarks against peers), `mamlbook.studies` (the book's experiments) and
+`mamlbook.cli` (the `mamlbook` command) sit on top; importing `mamlbook` imports none of them.
 
 Example:
     >>> import torch, mamlbook
@@ -25,29 +27,51 @@ Example:
     >>> theta = mamlbook.params_of(model)
     >>> batch = mamlbook.Sinusoid(k_shot=10).sample(25, torch.Generator().manual_seed(0))
     >>> loss, grads = mamlbook.meta_gradient(model, theta, batch, "mse", steps=1, inner_lr=0.01)
+    >>> sorted(grads) == sorted(theta)
+    True
 """
 
-from . import better_omniglot as _better_omniglot  # noqa: F401  registers `mamlbook study better-omniglot`
-from . import better_study as _better_study  # noqa: F401  registers `mamlbook study better`
-from .algorithms import ALGORITHMS, make_algorithm
-from .baseline import pretrain
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from . import _moved
 from .config import smoke
 from .engine import STRATEGIES, explain_auto, meta_gradient, meta_loss, query_losses, resolve_strategy
-from .evaluate import accuracy, adaptation_curve, mean_ci95
+from .engine.imaml import imaml_query_losses
 from .functional import Params, forward, params_of
-from .lake import evaluate_lake_runs, mhd_errors
 from .losses import get_loss
 from .meta import LSLR, SGD, MetaSGD, adapt, task_query_loss
 from .meta.anil import anil_rule
-from .meta.imaml import imaml_query_losses
 from .models import LinearModel, LogisticRegression, SineMLP, make_model
-from .presets import PRESETS, preset_config
-from .runconfig import TrainConfig
-from .tasks import HalfPlanes, Lines, Omniglot, Sinusoid, TaskBatch, make_task
-from .train import Trainer
+from .reports.lake import evaluate_lake_runs, mhd_errors
+from .tasks import FewShotClassification, HalfPlanes, Lines, Omniglot, Sinusoid, TaskBatch, make_task
+from .train import (
+    ALGORITHMS,
+    PRESETS,
+    CheckpointError,
+    DivergenceError,
+    TaskSource,
+    TrainConfig,
+    Trainer,
+    accuracy,
+    adaptation_curve,
+    load_checkpoint,
+    make_algorithm,
+    mean_ci95,
+    preset_config,
+    pretrain,
+    save_checkpoint,
+)
 
 __version__ = "0.1.0"
+
+_moved.install()
+
+
+def __getattr__(name: str):
+    """`mamlbook.runconfig` and the other modules that moved: the module, with a deprecation warning."""
+    old = f"mamlbook.{name}"
+    if old in _moved.MOVED:
+        return _moved.moved(old)
+    raise AttributeError(f"module 'mamlbook' has no attribute {name!r}")
+
 
 __all__ = [
     "ALGORITHMS",
@@ -55,6 +79,9 @@ __all__ = [
     "SGD",
     "STRATEGIES",
     "CheckpointError",
+    "DivergenceError",
+    "TaskSource",
+    "FewShotClassification",
     "HalfPlanes",
     "LinearModel",
     "Lines",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a lent GPU (the `device` tool): check every strategy's meta-gradient there in float64,
+# One call on a GPU machine: check every strategy's meta-gradient there in float64,
 # then train the full better-omniglot study, JOBS runs at a time, starting none after START_LIMIT
 # seconds. Data travels in .gpudata/ (carried, git-ignored): omniglot/ and, to skip preprocessing,
 # cache/omniglot/. Everything comes back under $OUT; `tar xzf runs.tgz -C ~/.cache/mamlbook` adopts

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from mamlbook.engine import meta_gradient
-from mamlbook.presets import preset_config
+from mamlbook.train.presets import preset_config
 
 
 def relative(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import mamlbook as mb
-from mamlbook.algorithms import ALGORITHMS, MAMLPP_PIECES, head_names, make_algorithm
-from mamlbook.checkpoint import load_checkpoint
 from mamlbook.models import Conv4
+from mamlbook.train.algorithms import ALGORITHMS, MAMLPP_PIECES, head_names, make_algorithm
+from mamlbook.train.checkpoint import load_checkpoint
 
 
 def small_config(**overrides):
@@ -123,7 +123,7 @@ def test_bad_algorithms_are_refused_up_front(kwargs, message):
 
 
 def test_study_runs_are_cached_by_configuration_and_shared_between_figures(tmp_path, monkeypatch):
-    from mamlbook import better_study
+    from mamlbook.studies import better as better_study
 
     rows = better_study.plan("small")
     keys = {(r["group"], r["label"], r["seed"]): better_study.config_key(r["config"], 50) for r in rows}

@@ -7,7 +7,8 @@ import torch
 from conftest import image_batch
 
 from mamlbook import meta_gradient
-from mamlbook.engine.folded import frozen_prefix, trace_chain
+from mamlbook.engine.chain import trace_chain
+from mamlbook.engine.folded import frozen_prefix
 from mamlbook.meta.anil import anil_rule, head_names
 from mamlbook.models import Conv4
 

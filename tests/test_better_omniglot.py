@@ -2,9 +2,9 @@
 
 import pytest
 
-from mamlbook import better_omniglot as bo
-from mamlbook.checkpoint import load_checkpoint
+from mamlbook.studies import better_omniglot as bo
 from mamlbook.train import Trainer
+from mamlbook.train.checkpoint import load_checkpoint
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_the_seed_interval_covers_the_mean_95_percent_of_the_time_with_three_see
 
 
 def test_trained_only_reports_finished_runs_and_trains_nothing(two_methods, tmp_path):
-    from mamlbook.study import run_study
+    from mamlbook.studies import run_study
 
     empty = bo.better_omniglot(small=True, progress=False, trained_only=True)
     assert empty["runs"] == [] and len(empty["missing"]) == len(bo.plan(small=True))

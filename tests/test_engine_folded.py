@@ -12,7 +12,8 @@ from torch import nn
 
 from mamlbook import meta_gradient, query_losses
 from mamlbook.engine import STRATEGIES, resolve_strategy
-from mamlbook.engine.folded import NotFoldable, folded_query_losses, is_foldable
+from mamlbook.engine.chain import NotFoldable, is_foldable
+from mamlbook.engine.folded import folded_query_losses
 from mamlbook.engine.strategy import auto_strategy, available_strategies, explain_auto
 from mamlbook.meta import MetaSGD
 from mamlbook.models import Conv4, SineMLP

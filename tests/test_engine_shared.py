@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from conftest import image_batch
 
 from mamlbook import meta_gradient
-from mamlbook.engine.folded import expand_params, fold_input, folded_forward, trace_chain
+from mamlbook.engine.chain import fold_input, trace_chain
+from mamlbook.engine.folded import expand_params, folded_forward
 from mamlbook.engine.shared import per_task_batch_norm, shared_forward
 from mamlbook.meta import Subset
 from mamlbook.meta.rules import SGD

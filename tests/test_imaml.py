@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mamlbook.meta.imaml import conjugate_gradient, imaml_query_losses, proximal_adapt
+from mamlbook.engine.imaml import conjugate_gradient, imaml_query_losses, proximal_adapt
 from mamlbook.tasks import Sinusoid, TaskBatch
 
 
@@ -34,7 +34,8 @@ def test_implicit_gradient_matches_unrolled_converged_inner_loop() -> None:
     losses = imaml_query_losses(model, theta, batch, "mse", steps, lr, 2, lam=lam, cg_steps=40)
     implicit = torch.autograd.grad(losses.sum(), list(theta.values()))
 
-    from mamlbook.engine.folded import expand_params, fold_input, folded_forward, per_task_loss
+    from mamlbook.engine.chain import fold_input
+    from mamlbook.engine.folded import expand_params, folded_forward, per_task_loss
 
     phi = expand_params(theta, len(batch))
     anchor = dict(phi)
@@ -65,7 +66,8 @@ def test_proximal_adapt_lowers_support_loss_and_leaves_theta_alone() -> None:
     model, params, batch = small_problem()
     before = {k: v.detach().clone() for k, v in params.items()}
     phi = proximal_adapt(model, params, batch.support_x, batch.support_y, "mse", 20, 0.1, 1.0)
-    from mamlbook.engine.folded import expand_params, fold_input, folded_forward, per_task_loss
+    from mamlbook.engine.chain import fold_input
+    from mamlbook.engine.folded import expand_params, folded_forward, per_task_loss
 
     def support(p):
         return per_task_loss("mse", folded_forward(model, p, fold_input(batch.support_x), 3), batch.support_y)

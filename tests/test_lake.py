@@ -9,11 +9,18 @@ import pytest
 import torch
 
 from mamlbook import TrainConfig, Trainer
-from mamlbook import lake as lake_module
-from mamlbook.checkpoint import CheckpointError
 from mamlbook.cli import main
 from mamlbook.data import LakeRuns, load_lake_runs
-from mamlbook.lake import evaluate_lake_runs, format_lake, ink_points, mhd_errors, mhd_matrix, modified_hausdorff
+from mamlbook.reports import lake as lake_module
+from mamlbook.reports.lake import (
+    evaluate_lake_runs,
+    format_lake,
+    ink_points,
+    mhd_errors,
+    mhd_matrix,
+    modified_hausdorff,
+)
+from mamlbook.train.checkpoint import CheckpointError
 
 SHARED = Path(os.environ.get("MAMLBOOK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "omniglot"
 pytestmark = pytest.mark.skipif(

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 import mamlbook as mb
-from mamlbook.algorithms import Algorithm, make_algorithm
 from mamlbook.meta import SGD
 from mamlbook.meta.mamlpp import (
     StepBatchNorm,
@@ -19,6 +18,7 @@ from mamlbook.meta.mamlpp import (
     per_step_batch_norm,
 )
 from mamlbook.models import Conv4
+from mamlbook.train.algorithms import Algorithm, make_algorithm
 
 
 # ----- MSL -----

@@ -156,8 +156,8 @@ def test_conv4_meta_gradient_matches_finite_differences_in_float64(characters):
 
 
 def test_presets():
-    from mamlbook.commands.train import named_config
-    from mamlbook.presets import PRESETS, preset_config
+    from mamlbook.cli.train import named_config
+    from mamlbook.train.presets import PRESETS, preset_config
 
     assert set(PRESETS) == {"omniglot-5w1s", "omniglot-5w5s", "omniglot-20w1s"}
     paper = preset_config("omniglot-20w1s", "paper")
@@ -172,7 +172,7 @@ def test_presets():
 
 
 def test_eval_reports_accuracy_with_ci(characters, tmp_path):
-    from mamlbook.report import evaluate_run, format_report
+    from mamlbook.reports.run import evaluate_run, format_report
 
     config = TrainConfig(
         task="omniglot",

@@ -5,8 +5,8 @@ import torch
 from conftest import image_batch, relative_error
 
 import mamlbook as mb
+from mamlbook.bench.peers import higher_meta_gradient, learn2learn_meta_gradient, model_with, torchopt_meta_gradient
 from mamlbook.models import Conv4
-from mamlbook.peers import higher_meta_gradient, learn2learn_meta_gradient, model_with, torchopt_meta_gradient
 
 pytest.importorskip("learn2learn", reason="the comparison peer learn2learn is not installed (make venv)")
 pytest.importorskip("higher", reason="the comparison peer higher is not installed (make venv)")

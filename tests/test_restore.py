@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from mamlbook.checkpoint import CheckpointError, load_checkpoint
 from mamlbook.cli import main
-from mamlbook.evaluate import adaptation_curve
 from mamlbook.meta.mamlpp import StepBatchNorm
-from mamlbook.report import evaluate_run
-from mamlbook.restore import restore_run
+from mamlbook.reports.run import evaluate_run
+from mamlbook.train.checkpoint import CheckpointError, load_checkpoint
+from mamlbook.train.evaluate import adaptation_curve
+from mamlbook.train.restore import restore_run
 
 TRAIN = ["--iterations", "4", "--meta-batch", "4", "--eval-every", "2", "--no-progress", "--baseline-iterations", "0"]
 
@@ -73,9 +73,9 @@ def test_missing_learned_rates_are_a_clear_error(tmp_path):
 
 
 def test_lake_runs_adapt_with_learned_rates_and_refuse_an_override(tmp_path):
-    from mamlbook.lake import evaluate_lake_runs
-    from mamlbook.runconfig import TrainConfig
+    from mamlbook.reports.lake import evaluate_lake_runs
     from mamlbook.train import Trainer
+    from mamlbook.train.runconfig import TrainConfig
 
     twenty = {"n_way": 20}
     config = TrainConfig(

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from mamlbook import study
+from mamlbook import studies as study
 from mamlbook.cli import main
 
 

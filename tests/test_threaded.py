@@ -5,9 +5,9 @@ import torch
 from conftest import relative_error
 
 import mamlbook as mb
-from mamlbook.algorithms import make_algorithm
 from mamlbook.engine.threaded import _shares, threaded_query_losses
 from mamlbook.models import Conv4
+from mamlbook.train.algorithms import make_algorithm
 
 
 def conv_batch(tasks, generator):

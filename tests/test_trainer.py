@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mamlbook as mb
-from mamlbook.checkpoint import CheckpointError, load_checkpoint
+from mamlbook.train.checkpoint import CheckpointError, load_checkpoint
 
 
 def small_config(**overrides):

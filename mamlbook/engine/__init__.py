@@ -1,6 +1,7 @@
 """How a meta-batch is executed: strategies that all compute the same meta-gradient."""
 
-from .folded import NotFoldable, folded_query_losses, is_foldable
+from .chain import NotFoldable, is_foldable
+from .folded import folded_query_losses
 from .strategy import (
     STRATEGIES,
     auto_strategy,
@@ -11,17 +12,33 @@ from .strategy import (
     query_losses,
     resolve_strategy,
 )
+from .verified import (
+    VERIFIED_LAYERS,
+    WRONG_LAYERS,
+    Probe,
+    UnverifiedStrategyWarning,
+    is_verified,
+    probe,
+    unverified_layers,
+)
 
 __all__ = [
     "STRATEGIES",
+    "VERIFIED_LAYERS",
+    "WRONG_LAYERS",
     "NotFoldable",
+    "Probe",
+    "UnverifiedStrategyWarning",
     "auto_strategy",
     "available_strategies",
     "explain_auto",
     "folded_query_losses",
     "is_foldable",
+    "is_verified",
     "meta_gradient",
     "meta_loss",
+    "probe",
     "query_losses",
     "resolve_strategy",
+    "unverified_layers",
 ]

@@ -17,7 +17,8 @@ from torch.utils.checkpoint import checkpoint
 from ..losses import LossFn
 from ..meta import SGD, InnerRule
 from ..tasks import TaskBatch
-from .folded import expand_params, fold_input, folded_forward, per_task_loss, trace_chain
+from .chain import fold_input, trace_chain
+from .folded import expand_params, folded_forward, per_task_loss
 
 
 def checkpointed_query_losses(

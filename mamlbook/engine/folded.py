@@ -17,115 +17,22 @@ uses other modules or free functions is refused with an error naming what is mis
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 
 from ..functional import Params
 from ..losses import LossFn, get_loss
 from ..meta import SGD, InnerRule, Subset
 from ..tasks import TaskBatch
-
-# Modules that act on each channel (or element) separately: they run on the folded tensor unchanged.
-_PER_CHANNEL = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.LeakyReLU, nn.GELU, nn.Identity, nn.MaxPool2d, nn.AvgPool2d)
-_SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.Flatten, *_PER_CHANNEL)
-
-
-class NotFoldable(ValueError):
-    """The model uses a module or function the folded strategy has no rule for."""
-
-
-@dataclass(frozen=True)
-class _Layer:
-    name: str
-    module: nn.Module
-
-
-def _trace(model: nn.Module) -> list[_Layer]:
-    """The model as a straight chain of supported modules, or `NotFoldable`."""
-    if isinstance(model, _SUPPORTED):
-        _check_module(type(model).__name__, model)
-        return [_Layer("", model)]
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as exc:  # fx raises many kinds of errors on dynamic control flow
-        raise NotFoldable(f"{type(model).__name__} cannot be traced by torch.fx: {exc}") from None
-    modules = dict(model.named_modules())
-    layers: list[_Layer] = []
-    previous = None
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if previous is not None:
-                raise NotFoldable(f"{type(model).__name__} takes more than one input")
-            previous = node
-        elif node.op == "call_module":
-            module = modules[node.target]
-            if not isinstance(module, _SUPPORTED):
-                raise NotFoldable(f"the folded strategy has no rule for {type(module).__name__} ({node.target})")
-            if list(node.args) != [previous] or node.kwargs:
-                raise NotFoldable(f"{type(model).__name__} is not a chain of modules (at {node.target})")
-            _check_module(node.target, module)
-            layers.append(_Layer(node.target, module))
-            previous = node
-        elif node.op == "output":
-            if node.args[0] is not previous:
-                raise NotFoldable(f"{type(model).__name__} does not return its last module's output")
-        else:
-            raise NotFoldable(
-                f"the folded strategy supports chains of {', '.join(t.__name__ for t in _SUPPORTED)}; "
-                f"{type(model).__name__} calls {node.op} {node.target}"
-            )
-    return layers
-
-
-def _check_module(name: str, module: nn.Module) -> None:
-    if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
-        raise NotFoldable(f"{name}: padding_mode {module.padding_mode!r} is not supported")
-    if isinstance(module, nn.BatchNorm2d) and module.training and module.track_running_stats:
-        # Running statistics would mix tasks and be updated in place; MAML models use batch statistics.
-        raise NotFoldable(f"{name}: batch norm that tracks running statistics in training mode is not supported")
-    if isinstance(module, nn.Flatten) and (module.start_dim != 1 or module.end_dim != -1):
-        raise NotFoldable(f"{name}: only Flatten(start_dim=1, end_dim=-1) is supported")
-
-
-_CHAINS: weakref.WeakKeyDictionary[nn.Module, list[_Layer]] = weakref.WeakKeyDictionary()
-
-
-def trace_chain(model: nn.Module) -> list[_Layer]:
-    """The traced chain of `model`, cached per model object (tracing costs milliseconds)."""
-    if model not in _CHAINS:
-        _CHAINS[model] = _trace(model)
-    return _CHAINS[model]
-
-
-def is_foldable(model: nn.Module) -> bool:
-    try:
-        trace_chain(model)
-    except NotFoldable:
-        return False
-    return True
-
-
-def fold_input(x: Tensor) -> Tensor:
-    """`[B, N, C, H, W]` -> `[N, B*C, H, W]`; vectors `[B, N, F]` stay as they are."""
-    if x.dim() == 5:
-        b, n, c, h, w = x.shape
-        return x.transpose(0, 1).reshape(n, b * c, h, w)
-    if x.dim() == 3:
-        return x
-    raise ValueError(f"the folded strategy needs inputs [B, N, C, H, W] or [B, N, F], got shape {tuple(x.shape)}")
-
-
-def _param(params: Mapping[str, Tensor], name: str, attr: str) -> Tensor | None:
-    return params.get(f"{name}.{attr}" if name else attr)
+from .chain import Layer, NotFoldable, fold_input, layer_param, trace_chain
+from .shared import shared_forward
 
 
 def folded_forward(
-    model: nn.Module, params: Mapping[str, Tensor], x: Tensor, tasks: int, layers: list[_Layer] | None = None
+    model: nn.Module, params: Mapping[str, Tensor], x: Tensor, tasks: int, layers: list[Layer] | None = None
 ) -> Tensor:
     """Run `model` (or the part of its chain in `layers`) on all tasks at once with per-task `params`.
 
@@ -134,8 +41,8 @@ def folded_forward(
     for layer in trace_chain(model) if layers is None else layers:
         m, name = layer.module, layer.name
         if isinstance(m, nn.Conv2d):
-            w = _param(params, name, "weight")
-            b = _param(params, name, "bias")
+            w = layer_param(params, name, "weight")
+            b = layer_param(params, name, "bias")
             x = F.conv2d(
                 x,
                 w.reshape(-1, *w.shape[2:]),
@@ -146,8 +53,8 @@ def folded_forward(
                 tasks * m.groups,
             )
         elif isinstance(m, nn.BatchNorm2d):
-            w = _param(params, name, "weight")
-            b = _param(params, name, "bias")
+            w = layer_param(params, name, "weight")
+            b = layer_param(params, name, "bias")
             use_batch_stats = m.training or not m.track_running_stats
             running_mean = None if use_batch_stats else m.running_mean.repeat(tasks)
             running_var = None if use_batch_stats else m.running_var.repeat(tasks)
@@ -161,8 +68,8 @@ def folded_forward(
                 eps=m.eps,
             )
         elif isinstance(m, nn.Linear):
-            w = _param(params, name, "weight")
-            b = _param(params, name, "bias")
+            w = layer_param(params, name, "weight")
+            b = layer_param(params, name, "bias")
             if x.dim() != 3:
                 raise NotFoldable(f"{name}: Linear needs a Flatten before it")
             x = torch.bmm(x, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
@@ -202,7 +109,7 @@ def folded_adapt(
     order: int,
     rule: InnerRule | None = None,
     adapt_names: Collection[str] | None = None,
-    layers: list[_Layer] | None = None,
+    layers: list[Layer] | None = None,
 ) -> Params:
     """Per-task adapted parameters `[B, *shape]` for all tasks at once (same semantics as `meta.adapt`).
 
@@ -236,7 +143,7 @@ def folded_adapt(
     return current
 
 
-def frozen_prefix(layers: list[_Layer], params: Mapping[str, Tensor], adapted: Collection[str]) -> int:
+def frozen_prefix(layers: list[Layer], params: Mapping[str, Tensor], adapted: Collection[str]) -> int:
     """How many leading layers hold no adapted parameter: their output is the same at every inner step."""
     for i, layer in enumerate(layers):
         prefix = f"{layer.name}." if layer.name else ""
@@ -266,8 +173,6 @@ def folded_query_losses(
     adapted = rule.names if isinstance(rule, Subset) else None
     first = 0 if adapted is None else frozen_prefix(layers, params, adapted)
     if first > 0:
-        from .shared import shared_forward  # shared imports this module's layer helpers
-
         shared = {k: v.detach() for k, v in params.items()} if order == 0 else params
         sx = shared_forward(shared, batch.support_x, layers[:first])
         qx = shared_forward(shared, batch.query_x, layers[:first])

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .folded import _Layer, _param, fold_input
+from .chain import Layer, fold_input, layer_param
 
 
 def per_task_batch_norm(
@@ -51,7 +51,7 @@ def default_chunk(x: Tensor) -> int:
 
 
 def shared_forward(
-    params: Mapping[str, Tensor], x: Tensor, layers: Sequence[_Layer], tasks_per_chunk: int | None = None
+    params: Mapping[str, Tensor], x: Tensor, layers: Sequence[Layer], tasks_per_chunk: int | None = None
 ) -> Tensor:
     """`layers` with the shared `params` on `x: [B, N, ...]`, returned in the folded layout.
 
@@ -63,12 +63,12 @@ def shared_forward(
     return fold_input(torch.cat(pieces))
 
 
-def _plain_forward(params: Mapping[str, Tensor], x: Tensor, layers: Sequence[_Layer]) -> Tensor:
+def _plain_forward(params: Mapping[str, Tensor], x: Tensor, layers: Sequence[Layer]) -> Tensor:
     tasks, n = x.shape[:2]
     h = x.reshape(tasks * n, *x.shape[2:])
     for layer in layers:
         m, name = layer.module, layer.name
-        weight, bias = _param(params, name, "weight"), _param(params, name, "bias")
+        weight, bias = layer_param(params, name, "weight"), layer_param(params, name, "bias")
         if isinstance(m, nn.Conv2d):
             h = F.conv2d(h, weight, bias, m.stride, m.padding, m.dilation, m.groups)
         elif isinstance(m, nn.BatchNorm2d):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -11,40 +11,44 @@ from ..functional import Params
 from ..losses import LossFn
 from ..meta import InnerRule, Subset
 from ..meta.inner import check_order, check_steps
+from ..meta.mamlpp import has_step_batch_norm
 from ..tasks import TaskBatch
-from .checkpointed import checkpointed_query_losses
-from .folded import folded_query_losses, frozen_prefix, is_foldable, trace_chain
-from .loop import loop_query_losses
-from .threaded import threaded_query_losses
-from .vmapped import has_batch_norm, vmap_query_losses
+from .chain import is_foldable, trace_chain
+from .folded import frozen_prefix
+from .registry import STRATEGIES
+from .verified import is_verified, probe, unverified_layers, warn_if_unverified, why_unverified
+from .vmapped import has_batch_norm
 
-QueryLosses = Callable[..., Tensor]
 
-STRATEGIES: dict[str, QueryLosses] = {
-    "loop": loop_query_losses,
-    "vmap": vmap_query_losses,
-    "folded": folded_query_losses,
-    "checkpointed": checkpointed_query_losses,
-    "threads": threaded_query_losses,
-}
+def _refuses(model: nn.Module, strategy: str) -> bool:
+    """Whether `strategy` raises on `model` itself (vmap with batch norm, folding a non-chain)."""
+    if strategy == "vmap":
+        return has_batch_norm(model)
+    if strategy in ("folded", "checkpointed"):
+        return not is_foldable(model)
+    if strategy == "threads":
+        return has_step_batch_norm(model)
+    return False
 
 
 def available_strategies(model: nn.Module) -> list[str]:
-    """The strategies that compute the right meta-gradient for `model` (vmap is wrong with batch norm)."""
-    names = ["loop"]
-    if not has_batch_norm(model):
-        names.append("vmap")
-    if is_foldable(model):
-        names += ["folded", "checkpointed"]
-    return [*names, "threads"]
+    """The strategies that run on `model` and are verified to compute the loop's meta-gradient for
+    every layer of it (`engine.verified`): vmap is wrong with batch, layer and instance norm."""
+    return [s for s in STRATEGIES if not _refuses(model, s) and is_verified(model, s)]
 
 
-def resolve_strategy(strategy: str, model: nn.Module, rule: InnerRule | None = None) -> str:
-    """The concrete strategy for `strategy`; "auto" picks the fastest right one (see `auto_strategy`)."""
+def resolve_strategy(
+    strategy: str, model: nn.Module, rule: InnerRule | None = None, *, batch: TaskBatch | None = None
+) -> str:
+    """The concrete strategy for `strategy`; "auto" picks the fastest right one (see `explain_auto`,
+    which can probe an unverified model on a `batch`-shaped example). A strategy asked for by name runs,
+    with an `UnverifiedStrategyWarning` (once per model structure) if it is not verified on `model`."""
     if strategy == "auto":
-        return auto_strategy(model, rule=rule)
+        return auto_strategy(model, rule=rule, batch=batch)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
+    if not _refuses(model, strategy):  # a refusal raises its own clearer error
+        warn_if_unverified(model, strategy)
     return strategy
 
 
@@ -62,7 +66,7 @@ def query_losses(
     """Post-adaptation query loss of each task, `[B]`, by the chosen execution strategy."""
     check_steps(steps)
     check_order(order)
-    run = STRATEGIES[resolve_strategy(strategy, model, rule)]
+    run = STRATEGIES[resolve_strategy(strategy, model, rule, batch=batch)]
     return run(model, params, batch, loss_fn, steps, inner_lr, order, rule)
 
 
@@ -123,9 +127,15 @@ def _device_of(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def auto_strategy(model: nn.Module, device: torch.device | str | None = None, rule: InnerRule | None = None) -> str:
+def auto_strategy(
+    model: nn.Module,
+    device: torch.device | str | None = None,
+    rule: InnerRule | None = None,
+    *,
+    batch: TaskBatch | None = None,
+) -> str:
     """The fastest strategy that is right for `model` on `device`, by the benchmark (book/faster.md)."""
-    return explain_auto(model, device, rule)[0]
+    return explain_auto(model, device, rule, batch=batch)[0]
 
 
 def adapts_tail_only(model: nn.Module, rule: InnerRule | None) -> bool:
@@ -136,9 +146,18 @@ def adapts_tail_only(model: nn.Module, rule: InnerRule | None) -> bool:
 
 
 def explain_auto(
-    model: nn.Module, device: torch.device | str | None = None, rule: InnerRule | None = None
+    model: nn.Module,
+    device: torch.device | str | None = None,
+    rule: InnerRule | None = None,
+    *,
+    batch: TaskBatch | None = None,
 ) -> tuple[str, str]:
     """What `strategy="auto"` picks for `model` on `device` (default: the model's), and why.
+
+    The fastest strategy by the rules below is taken only if it is right for `model`: if every layer
+    is on its verified list (`engine.verified`), or else if a float64 probe on a tiny meta-batch shaped
+    like `batch` matches the loop (cached per model structure). Without `batch` there is nothing to
+    probe with, and an unverified model gets the loop.
 
     - a rule that adapts only the last layers (ANIL): `folded`, which runs the shared body once per
       task as ordinary layers and the inner steps on the adapted tail alone;
@@ -148,6 +167,21 @@ def explain_auto(
       slower there, so `loop` for convolutional models; `vmap` for small models without batch norm
       (folded ties with it there); `folded` for foldable ones with batch norm, where vmap is wrong.
     """
+    name, reason = _fastest(model, device, rule)
+    missing = unverified_layers(model, name)
+    if not missing:
+        return name, reason
+    why = why_unverified(missing, name)
+    if batch is None:
+        return "loop", f"{why}; no example batch to probe {name} with"
+    verdict = probe(model, name, batch)
+    if verdict.passed:
+        return name, f"{verdict.describe()} ({why}); {reason}"
+    return "loop", f"{why}; {verdict.describe()}"
+
+
+def _fastest(model: nn.Module, device: torch.device | str | None, rule: InnerRule | None) -> tuple[str, str]:
+    """The fastest strategy for `model` by the benchmark, before any check of its layers."""
     dev = torch.device(device) if device is not None else _device_of(model)
     if adapts_tail_only(model, rule):
         return "folded", "the rule adapts only the last layers: the shared body runs once per task, unfolded"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .batch import TaskBatch
 from .distribution import TaskDistribution
+from .fewshot import FewShotClassification
 from .linear import HalfPlanes, Lines
 from .omniglot import Omniglot
 from .sinusoid import Sinusoid
@@ -25,4 +26,14 @@ def make_task(name: str, **options) -> TaskDistribution:
     return cls(**options)
 
 
-__all__ = ["TASKS", "HalfPlanes", "Lines", "Omniglot", "Sinusoid", "TaskBatch", "TaskDistribution", "make_task"]
+__all__ = [
+    "TASKS",
+    "FewShotClassification",
+    "HalfPlanes",
+    "Lines",
+    "Omniglot",
+    "Sinusoid",
+    "TaskBatch",
+    "TaskDistribution",
+    "make_task",
+]

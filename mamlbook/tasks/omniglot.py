@@ -22,6 +22,17 @@ import torch
 from ..data.omniglot import FULL, MINIMAL, CharacterSet, load_characters
 from .batch import TaskBatch
 from .distribution import TaskDistribution, check_count
+from .fewshot import FewShotClassification, distinct_indices
+
+__all__ = [
+    "MINIMAL_SPLITS",
+    "SETTINGS",
+    "SPLITS",
+    "Omniglot",
+    "distinct_indices",  # moved to .fewshot; still imported from here
+    "sampling_throughput",
+    "split_alphabets",
+]
 
 SPLITS = ("train", "val", "test")
 MINIMAL_SPLITS: dict[str, tuple[str, ...]] = {
@@ -48,7 +59,8 @@ class Omniglot(TaskDistribution):
 
     Labels are 0..N-1 in the order the characters were drawn. In the train split each character
     also appears rotated by 90, 180 and 270 degrees as three new classes (Santoro et al. 2016,
-    Finn et al. 2017); val and test use upright characters only.
+    Finn et al. 2017); val and test use upright characters only. Sampling is the general
+    `FewShotClassification`'s, over `bank` (every class has 20 drawings: its equal-count path).
     Shapes: `support_x: [B, N*K, 1, 28, 28]` float32 in [0, 1] (ink = 1), `support_y: [B, N*K]` int64,
     and likewise `[B, N*Q, ...]` for the query set, grouped by class.
     """
@@ -86,8 +98,6 @@ class Omniglot(TaskDistribution):
         if split == "train" and rotations:
             images = torch.cat([torch.rot90(images, r, dims=(-2, -1)) for r in range(4)])
         self.bank = images
-        # float32 rows, gathered with one index_select: converting after the gather costs more.
-        self._flat = images.reshape(-1, 1, *images.shape[-2:]).float().div_(255)
         classes, drawers = images.shape[:2]
         if self.n_way > classes:
             raise ValueError(
@@ -99,6 +109,9 @@ class Omniglot(TaskDistribution):
                 f"k_shot + k_query = {self.k_shot} + {self.k_query} = {self.k_shot + self.k_query} asks for more "
                 f"drawings than a character has: {drawers}"
             )
+        self.sampler = FewShotClassification.from_bank(
+            images.unsqueeze(2), self.n_way, self.k_shot, self.k_query, split
+        )
 
     @property
     def num_classes(self) -> int:
@@ -118,41 +131,11 @@ class Omniglot(TaskDistribution):
         )
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TaskBatch:
-        """`batch_size` tasks at once: random class subsets and drawer subsets, then one gather."""
-        b = self._check_batch(batch_size)
-        n, k, q = self.n_way, self.k_shot, self.k_query
-        classes, drawers = self.bank.shape[:2]
-        picked = distinct_indices((b,), n, classes, generator)  # [B, N]
-        shots = distinct_indices((b, n), k + q, drawers, generator)  # [B, N, K+Q]
-        rows = (picked.unsqueeze(-1) * drawers + shots).flatten()
-        images = self._flat.index_select(0, rows).view(b, n, k + q, 1, *self.bank.shape[-2:])
-        labels = torch.arange(n).view(1, n, 1)
-        support_x = images[:, :, :k].reshape(b, n * k, *images.shape[-3:])
-        query_x = images[:, :, k:].reshape(b, n * q, *images.shape[-3:])
-        support_y = labels.expand(b, n, k).reshape(b, n * k)
-        query_y = labels.expand(b, n, q).reshape(b, n * q)
-        return TaskBatch(support_x, support_y, query_x, query_y, {"classes": picked})
+        """`batch_size` tasks at once: random character subsets and drawer subsets, then one gather.
 
-
-def distinct_indices(shape: tuple[int, ...], m: int, high: int, generator: torch.Generator | None) -> torch.Tensor:
-    """`[*shape, m]` int64: in each row, m distinct values drawn uniformly from 0..high-1.
-
-    Small m: draw with replacement and redraw the rows that repeat a value (few do), which avoids
-    sorting `high` random keys per row; large m: the top m of `high` uniform keys.
-    """
-    no_repeat = 1.0
-    for i in range(m):
-        no_repeat *= 1 - i / high
-    if no_repeat < 0.5:
-        return torch.rand(*shape, high, generator=generator).topk(m, dim=-1).indices
-    out = torch.randint(high, (*shape, m), generator=generator).view(-1, m)
-    while True:
-        ordered = out.sort(dim=1).values
-        repeats = (ordered[:, 1:] == ordered[:, :-1]).any(dim=1)
-        count = int(repeats.sum())
-        if count == 0:
-            return out.view(*shape, m)
-        out[repeats] = torch.randint(high, (count, m), generator=generator)
+        `info["classes"]: [B, N]` are rows of `bank`.
+        """
+        return self.sampler.sample(batch_size, generator)
 
 
 def sampling_throughput(

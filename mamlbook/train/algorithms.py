@@ -21,13 +21,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .engine import meta_loss, resolve_strategy
-from .engine.vmapped import has_batch_norm
-from .functional import Params
-from .losses import LossFn
-from .meta.anil import anil_rule
-from .meta.inner import check_order
-from .meta.mamlpp import (
+from ..engine import meta_loss, resolve_strategy
+from ..engine.verified import is_verified
+from ..engine.vmapped import has_batch_norm
+from ..functional import Params
+from ..losses import LossFn
+from ..meta.anil import anil_rule
+from ..meta.inner import check_order
+from ..meta.mamlpp import (
     cosine_lr,
     derivative_order,
     has_step_batch_norm,
@@ -35,9 +36,9 @@ from .meta.mamlpp import (
     multi_step_query_losses,
     per_step_batch_norm,
 )
-from .meta.reptile import reptile_pseudo_gradient
-from .meta.rules import LSLR, SGD, InnerRule, MetaSGD, Subset
-from .tasks import TaskBatch
+from ..meta.reptile import reptile_pseudo_gradient
+from ..meta.rules import LSLR, SGD, InnerRule, MetaSGD, Subset
+from ..tasks import TaskBatch
 
 RULES = ("sgd", "metasgd", "lslr")
 
@@ -122,9 +123,12 @@ class Algorithm:
             return base_lr
         return cosine_lr(base_lr, iteration, schedule["cosine_iterations"], min(self.min_meta_lr, base_lr))
 
-    def resolve_strategy(self, strategy: str, model: nn.Module, rule: InnerRule | None = None) -> str:
-        """The engine's choice, except that per-step batch norm runs task by task (the loop)."""
-        return "loop" if has_step_batch_norm(model) else resolve_strategy(strategy, model, rule)
+    def resolve_strategy(
+        self, strategy: str, model: nn.Module, rule: InnerRule | None = None, *, batch: TaskBatch | None = None
+    ) -> str:
+        """The engine's choice (which may probe an unverified model on `batch`'s shapes), except that
+        per-step batch norm runs task by task (the loop)."""
+        return "loop" if has_step_batch_norm(model) else resolve_strategy(strategy, model, rule, batch=batch)
 
     # ----- one meta-iteration -----
     def meta_loss(
@@ -141,8 +145,9 @@ class Algorithm:
     ) -> Tensor:
         """The meta-loss to differentiate (not for Reptile, which has none: see `meta_update`)."""
         if weights is not None or has_step_batch_norm(model):
-            # vmap is right for models without batch norm, whatever faster engine "auto" chose.
-            vectorized = strategy != "loop" and not any_batch_norm(model)
+            # The multi-step losses run under vmap unless the loop was chosen: only where every layer
+            # is verified for vmap (whatever faster engine "auto" chose for the plain objective).
+            vectorized = strategy != "loop" and not any_batch_norm(model) and is_verified(model, "vmap")
             losses = multi_step_query_losses(model, params, batch, loss_fn, steps, rule, order, weights, vectorized)
             return losses.mean()
         if isinstance(rule, SGD):  # plain MAML: hand the engine its own default path

@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import format_table, run_bench, write_json
+    from ..bench.runner import format_table, run_bench, write_json
 
     rows = run_bench(
         args.problems,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         command = "mamlbook " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         print(f"wrote {write_json(rows, args.json, command)}")
     if args.plot:
-        from ..benchplots import plot_bench
+        from ..bench.plots import plot_bench
 
         print(f"wrote {plot_bench(rows, args.plot)}")
     return 0

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
 
 def run_lake(args: argparse.Namespace) -> int:
     """`mamlbook eval lake-runs [CHECKPOINT] [--baseline mhd]`: per-run and mean error, MHD beside."""
-    from ..lake import evaluate_lake_runs, format_lake, mhd_errors, write_lake
+    from ..reports.lake import evaluate_lake_runs, format_lake, mhd_errors, write_lake
 
     if args.checkpoint is None:
         if args.baseline != "mhd":
@@ -38,7 +38,7 @@ def run_lake(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import evaluate_run, format_report, write_report
+    from ..reports.run import evaluate_run, format_report, write_report
 
     if str(args.run) == "lake-runs":
         return run_lake(args)

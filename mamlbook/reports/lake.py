@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .data.omniglot import LakeRuns, load_lake_runs
-from .evaluate import adaptation_curve
-from .restore import restore_run
-from .runconfig import DTYPES, TrainConfig
-from .tasks import TaskBatch
+from ..data.omniglot import LakeRuns, load_lake_runs
+from ..tasks import TaskBatch
+from ..train.checkpoint import CheckpointError, load_checkpoint
+from ..train.evaluate import adaptation_curve
+from ..train.restore import restore_run
+from ..train.runconfig import DTYPES, TrainConfig
 
 PUBLISHED_MHD_ERROR = 38.8  # percent, demo_classification.py in brendenlake/omniglot
 WAYS = 20

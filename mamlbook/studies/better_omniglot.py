@@ -35,15 +35,14 @@ from typing import Any
 
 import torch
 
-from .algorithms import MAMLPP_PIECES
-from .better_study import config_key
-from .checkpoint import load_checkpoint
-from .config import cache_root
-from .presets import preset_config
-from .report import evaluate_run
-from .runconfig import TrainConfig
-from .study import STUDIES
-from .train import Trainer
+from ..config import cache_root
+from ..reports.run import evaluate_run
+from ..train.algorithms import MAMLPP_PIECES
+from ..train.checkpoint import load_checkpoint
+from ..train.presets import preset_config
+from ..train.runconfig import TrainConfig
+from ..train.trainer import Trainer
+from .better import config_key
 
 PRESET = "omniglot-5w1s"
 # label: (algorithm, changes to the preset)
@@ -510,6 +509,3 @@ def stability(runs: list[dict[str, Any]], label: str, group: str = "methods") ->
         out["spread"] = sum(sd) / len(sd)
         out["spread_late"] = sum(sd[half:]) / len(sd[half:])
     return out
-
-
-STUDIES["better-omniglot"] = better_omniglot

@@ -1,4 +1,5 @@
-"""The `mamlbook` command line: train, eval, bench (one module each under `mamlbook.commands`)."""
+"""The `mamlbook` command line: one module per subcommand (`train`, `eval`, `bench`, `data`, `study`),
+each with `add_parser(subparsers)` and `run(args)`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .checkpoint import CheckpointError
-from .commands import SUBCOMMANDS
+from ..train.checkpoint import CheckpointError
+from ..train.trainer import DivergenceError
+from . import bench, data, evaluate, study, train
+
+SUBCOMMANDS = [train, evaluate, bench, data, study]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, CheckpointError, ImportError, FileNotFoundError) as exc:
+    except (ValueError, CheckpointError, DivergenceError, ImportError, FileNotFoundError) as exc:
         print(f"mamlbook {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

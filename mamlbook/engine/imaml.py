@@ -19,9 +19,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..engine.folded import expand_params, fold_input, folded_forward, per_task_loss, trace_chain
 from ..losses import LossFn
 from ..tasks import TaskBatch
+from .chain import fold_input, trace_chain
+from .folded import expand_params, folded_forward, per_task_loss
 
 
 def _task_dot(a: list[Tensor], b: list[Tensor]) -> Tensor:

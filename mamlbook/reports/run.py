@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .evaluate import adaptation_curve, mean_ci95
-from .restore import restore_run
-from .runconfig import DTYPES, TrainConfig
+from ..train.checkpoint import CheckpointError, load_checkpoint
+from ..train.evaluate import adaptation_curve, mean_ci95
+from ..train.restore import restore_run
+from ..train.runconfig import DTYPES, TrainConfig
 
 META_TEST_SEED = 20_000
 
@@ -100,7 +100,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], folder: str | os.PathLike) -> tuple[Path, Path]:
-    from .plots import plot_adaptation_curves
+    from ..train.plots import plot_adaptation_curves
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

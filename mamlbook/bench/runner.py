@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine import STRATEGIES, meta_gradient
-from .engine.strategy import available_strategies
-from .meta.anil import anil_rule
-from .meta.imaml import imaml_query_losses
-from .models import Conv4, SineMLP
+from ..engine import STRATEGIES, meta_gradient
+from ..engine.imaml import imaml_query_losses
+from ..engine.strategy import available_strategies
+from ..meta.anil import anil_rule
+from ..models import Conv4, SineMLP
+from ..tasks import Sinusoid, TaskBatch
 from .peers import PEER_GRADIENTS
-from .tasks import Sinusoid, TaskBatch
 
 
 @dataclass(frozen=True)
@@ -368,7 +368,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_json(rows: Sequence[dict[str, Any]], path: str | Path, command: str | None = None) -> Path:
     """The rows as a JSON list; each also says the command, package version and machine behind it."""
-    from . import __version__
+    from .. import __version__
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,7 +390,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(json.dumps(run_one(json.loads(args.one))), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

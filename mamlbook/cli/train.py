@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..algorithms import ALGORITHMS, MAMLPP_PIECES
-from ..checkpoint import save_checkpoint
-from ..presets import PRESETS, preset_config
-from ..runconfig import TrainConfig
+from ..train.algorithms import ALGORITHMS, MAMLPP_PIECES
+from ..train.checkpoint import save_checkpoint
+from ..train.presets import PRESETS, preset_config
+from ..train.runconfig import TrainConfig
 
 
 def add_parser(subparsers) -> None:
@@ -46,6 +46,9 @@ def add_parser(subparsers) -> None:
     train.add_argument("--eval-every", type=int, help="meta-iterations between validations")
     train.add_argument("--seed", type=int)
     train.add_argument(
+        "--clip-grad-norm", type=float, metavar="NORM", help="rescale each meta-gradient to at most this norm"
+    )
+    train.add_argument(
         "--baseline-iterations", type=int, help="pretrained baseline iterations (default: as MAML; 0: none)"
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,8 +66,8 @@ def named_config(task: str, preset: str | None, overrides: dict) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..baseline import pretrain
-    from ..train import Trainer
+    from ..train.baseline import pretrain
+    from ..train.trainer import Trainer
 
     overrides = {
         key: value
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             "eval_every": args.eval_every,
             "seed": args.seed,
             "iterations": args.iterations,
+            "clip_grad_norm": args.clip_grad_norm,
         }.items()
         if value is not None
     }

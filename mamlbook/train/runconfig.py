@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..meta.inner import check_order, check_steps
+from ..models import make_model
+from ..tasks import TaskDistribution, make_task
+from ..tasks.distribution import check_count
 from .algorithms import Algorithm, make_algorithm
-from .meta.inner import check_order, check_steps
-from .models import make_model
-from .tasks import TaskDistribution, make_task
-from .tasks.distribution import check_count
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -21,8 +21,10 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class TrainConfig:
     """Everything that defines a run; stored in its checkpoint so that resume and eval can rebuild it."""
 
-    task: str = "sinusoid"
-    model: str = "sine-mlp"
+    # Names of a registered task family and model; None when the Trainer was handed the objects
+    # themselves (`Trainer(config, model=..., tasks=...)`), which the names then do not describe.
+    task: str | None = "sinusoid"
+    model: str | None = "sine-mlp"
     k_shot: int = 10
     k_query: int | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -42,6 +44,8 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
+    # Rescale the meta-gradient (weights and learned rates together) to at most this norm; None: never.
+    clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         check_count("k_shot (K)", self.k_shot)
@@ -55,13 +59,19 @@ class TrainConfig:
         for name in ("inner_lr", "meta_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         self.make_algorithm()
-        self.make_task()  # unknown task names and bad task options fail here, not mid-run
-        make_model(self.model, **self.model_options)
+        if self.task is not None:
+            self.make_task()  # unknown task names and bad task options fail here, not mid-run
+        if self.model is not None:
+            make_model(self.model, **self.model_options)
 
     def make_task(self) -> TaskDistribution:
+        if self.task is None:
+            raise ValueError("this run's tasks were given as an object (task=None): pass the same tasks=... again")
         return make_task(self.task, k_shot=self.k_shot, k_query=self.k_query, **self.task_options)
 
     def make_algorithm(self) -> Algorithm:
@@ -70,6 +80,8 @@ class TrainConfig:
 
     def make_model(self) -> nn.Module:
         """The model, initialized from the run's seed without touching the global RNG."""
+        if self.model is None:
+            raise ValueError("this run's model was given as an object (model=None): pass the same model=... again")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = make_model(self.model, **self.model_options)

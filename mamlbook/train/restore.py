@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..functional import Params, check_params
+from ..meta import InnerRule
+from ..meta.rules import SGD
 from .algorithms import learned_rates
 from .checkpoint import CheckpointError
-from .functional import Params, check_params
-from .meta import InnerRule
-from .meta.rules import SGD
 from .runconfig import DTYPES, TrainConfig
 
 DISPLAY_NAMES = {
@@ -47,6 +47,14 @@ class Restored:
 
 def restore_run(payload: Mapping[str, Any], source: object = "checkpoint") -> Restored:
     """Model, parameters and inner rule (with its learned rates) of a meta-training checkpoint."""
+    objects = payload.get("objects") or {}
+    given = [kind for kind in ("model", "tasks") if objects.get(kind)]
+    if given:
+        raise CheckpointError(
+            f"{source}: this run was trained on a {' and '.join(given)} given as Python objects "
+            f"({', '.join(objects[k] for k in given)}); "
+            "evaluate it in Python with Trainer.resume(..., model=..., tasks=...)"
+        )
     config = TrainConfig.from_dict(payload["config"])
     algorithm = config.make_algorithm()
     dtype = DTYPES[config.dtype]
@@ -55,6 +63,9 @@ def restore_run(payload: Mapping[str, Any], source: object = "checkpoint") -> Re
         check_params(model, payload["params"])
     except ValueError as error:
         raise CheckpointError(f"{source}: {error}") from None
+    bad = [k for k, v in payload["params"].items() if not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source}: parameters {', '.join(bad)} are not finite (the run diverged)")
     params = {k: v.to(config.device, dtype) for k, v in payload["params"].items()}
     rule = algorithm.make_rule(model, params, config.inner_lr, config.inner_steps)
     saved = payload.get("rates", {})

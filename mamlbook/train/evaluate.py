@@ -9,13 +9,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from .engine.vmapped import has_batch_norm
-from .functional import forward
-from .losses import LossFn, get_loss
-from .meta import InnerRule, Shifted, adapt, autograd_grads, func_grads
-from .meta.inner import check_steps
-from .meta.mamlpp import at_step, has_step_batch_norm
-from .tasks import TaskBatch
+from ..engine.vmapped import has_batch_norm
+from ..functional import forward
+from ..losses import LossFn, get_loss
+from ..meta import InnerRule, Shifted, adapt, autograd_grads, func_grads
+from ..meta.inner import check_steps
+from ..meta.mamlpp import at_step, has_step_batch_norm
+from ..tasks import TaskBatch
 
 
 def accuracy(logits: Tensor, target: Tensor) -> Tensor:

@@ -17,20 +17,55 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write `payload` to `path` so that a crash mid-write never leaves a half file under that name."""
+    """Write `payload` to `path` so that a crash mid-write never leaves a half file under that name.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk, and only then replace
+    `path` in one rename; a process killed at any point leaves the previous checkpoint whole (a
+    temporary file it left behind is removed by the next save).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if not _written_by_live_process(stale):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _written_by_live_process(tmp: Path) -> bool:
+    """Whether the process named in a temporary file's name (`.NAME.PID.*.tmp`) still runs."""
+    try:
+        pid = int(tmp.name.split(".")[-3])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike, expect_model: str | None = None) -> dict[str, Any]:

@@ -13,9 +13,9 @@ import io
 import torch
 from torch import nn
 
-from .functional import Params
-from .losses import LossFn, get_loss
-from .tasks import TaskBatch
+from ..functional import Params
+from ..losses import LossFn, get_loss
+from ..tasks import TaskBatch
 
 PEERS = ("learn2learn", "higher", "torchopt")
 

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .functional import Params, forward, params_of
-from .losses import LossFn, get_loss
-from .tasks import TaskDistribution
+from ..functional import Params, forward, params_of
+from ..losses import LossFn, get_loss
+from ..tasks import TaskDistribution
 
 
 def pretrain(

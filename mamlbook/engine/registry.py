@@ -1,0 +1,24 @@
+"""The execution strategies by name: each computes the per-task post-adaptation query losses `[B]`
+of a meta-batch, and all of them (where verified, see `engine.verified`) the same meta-gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from .checkpointed import checkpointed_query_losses
+from .folded import folded_query_losses
+from .loop import loop_query_losses
+from .threaded import threaded_query_losses
+from .vmapped import vmap_query_losses
+
+QueryLosses = Callable[..., Tensor]
+
+STRATEGIES: dict[str, QueryLosses] = {
+    "loop": loop_query_losses,
+    "vmap": vmap_query_losses,
+    "folded": folded_query_losses,
+    "checkpointed": checkpointed_query_losses,
+    "threads": threaded_query_losses,
+}
