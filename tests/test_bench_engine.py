@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mamlbook import bench
-from mamlbook.bench.runner import PROBLEMS, _impl_names, add_ratios, read_rows, run_bench, write_json
 from mamlbook.bench.plots import plot_bench
+from mamlbook.bench.runner import PROBLEMS, _impl_names, add_ratios, read_rows, run_bench, write_json
 
 KEYS = {"problem", "impl", "strategy", "order", "steps", "meta_batch", "ms_median", "ms_min", "peak_mib"}
 
