@@ -1,9 +1,15 @@
-"""`mamlbook train`: meta-train a model, then its pretrained baseline."""
+"""`mamlbook train`: meta-train a model, then its pretrained baseline.
+
+Under torchrun (`torchrun --standalone --nproc_per_node 2 -m mamlbook train ...`) the processes
+train one run together, task-parallel (`train.distributed`); rank 0 alone prints and writes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +17,9 @@ from ..train.algorithms import ALGORITHMS, MAMLPP_PIECES
 from ..train.checkpoint import save_checkpoint
 from ..train.presets import PRESETS, preset_config
 from ..train.runconfig import TrainConfig
+
+if TYPE_CHECKING:
+    from ..train.trainer import Trainer
 
 
 def add_parser(subparsers) -> None:
@@ -53,7 +62,14 @@ def add_parser(subparsers) -> None:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    train.set_defaults(handler=run)
+    train.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train on N local processes: the same as torchrun --standalone --nproc_per_node N -m mamlbook train",
+    )
+
+    train.set_defaults(handler=run, train_parser=train)
 
 
 def named_config(task: str, preset: str | None, overrides: dict) -> TrainConfig:
@@ -66,8 +82,50 @@ def named_config(task: str, preset: str | None, overrides: dict) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.baseline import pretrain
+    """Train (under torchrun: as one process of a distributed run); errors of the run end as one line."""
+    from ..train.distributed import DistributedError, RunLockedError, init_from_env, shutdown
+
+    if args.nproc is not None:
+        return relaunch(args)
+    try:
+        init_from_env()  # joins torchrun's process group; nothing to do for a single process
+        return train(args)
+    except (DistributedError, RunLockedError) as exc:
+        print(f"mamlbook train: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()
+
+
+def relaunch(args: argparse.Namespace) -> int:
+    """`--nproc N`: this command again, under torch.distributed.run with N local processes."""
+    import subprocess
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    argv = [args.task]
+    for action in args.train_parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "nproc") or value is None or value is False:
+            continue
+        option = action.option_strings[-1]
+        if value is True:
+            argv.append(option)
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                argv += [option, str(item)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
+    return subprocess.call([*command, "-m", "mamlbook", "train", *argv])
+
+
+def train(args: argparse.Namespace) -> int:
+    from ..train.distributed import TaskParallel, folder_lock
     from ..train.trainer import Trainer
+
+    parallel = TaskParallel.resolve(None)
+    rank0 = parallel is None or parallel.rank == 0
+    say = print if rank0 else (lambda *_, **__: None)
+    say(f"world size {1 if parallel is None else parallel.world}")
 
     overrides = {
         key: value
@@ -92,23 +150,43 @@ def run(args: argparse.Namespace) -> int:
         if args.algorithm != "mamlpp":
             raise ValueError("--without switches off a piece of MAML++: it needs --algorithm mamlpp")
         overrides["algorithm_options"] = {k: v for piece in args.without for k, v in MAMLPP_PIECES[piece].items()}
-    checkpoint = args.out / "checkpoint.pt"
-    if args.resume:
-        changed = sorted(set(overrides) - {"iterations"})
-        if changed:
-            raise ValueError(f"--resume continues the saved run; these options would change it: {', '.join(changed)}")
-        trainer = Trainer.resume(args.out, **overrides)
-        print(f"resuming {args.out} at iteration {trainer.iteration} of {trainer.config.iterations}")
-    else:
-        if checkpoint.exists():
-            raise ValueError(f"{checkpoint} exists; pass --resume to continue it or choose another --out")
-        config = named_config(args.task, args.preset, overrides)
-        trainer = Trainer(config, args.out)
-    task = PRESETS[args.task]["cpu"]["task"] if args.task in PRESETS else args.task
-    if trainer.config.task != task:
-        raise ValueError(f"{args.out} holds a {trainer.config.task!r} run, not {task!r}")
-    print(f"strategy: {trainer.strategy}")
-    trainer.fit(progress=not args.no_progress)
+    # The folder's lock is held (by rank 0) from before the first look at it to the end.
+    with folder_lock(args.out, parallel):
+        if args.resume:
+            changed = sorted(set(overrides) - {"iterations"})
+            if changed:
+                raise ValueError(
+                    f"--resume continues the saved run; these options would change it: {', '.join(changed)}"
+                )
+            trainer = Trainer.resume(args.out, **overrides)
+            say(f"resuming {args.out} at iteration {trainer.iteration} of {trainer.config.iterations}")
+        else:
+            checkpoint = args.out / "checkpoint.pt"
+
+            def fresh() -> None:
+                if checkpoint.exists():
+                    raise ValueError(f"{checkpoint} exists; pass --resume to continue it or choose another --out")
+
+            if parallel is None:
+                fresh()
+            else:
+                parallel.on_rank0(fresh)  # rank 0's folder decides, for every rank
+            config = named_config(args.task, args.preset, overrides)
+            trainer = Trainer(config, args.out)
+        task = PRESETS[args.task]["cpu"]["task"] if args.task in PRESETS else args.task
+        if trainer.config.task != task:
+            raise ValueError(f"{args.out} holds a {trainer.config.task!r} run, not {task!r}")
+        say(f"strategy: {trainer.strategy}")
+        trainer.fit(progress=not args.no_progress)
+        if not rank0:
+            return 0  # the baseline and the report are rank 0's
+        return _finish(args, trainer)
+
+
+def _finish(args: argparse.Namespace, trainer: Trainer) -> int:
+    """The pretrained baseline (rank 0 alone) and the closing report."""
+    from ..train.baseline import pretrain
+
     baseline_path = args.out / "baseline.pt"
     # Joint pretraining means nothing for classification tasks whose labels are shuffled per task.
     default_baseline = 0 if trainer.loss == "ce" else trainer.config.iterations

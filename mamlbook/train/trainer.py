@@ -20,6 +20,7 @@ from ..meta.reptile import reptile_pseudo_gradient
 from ..tasks import TaskBatch
 from .algorithms import Algorithm, any_batch_norm, learned_rates, make_algorithm
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .distributed import TaskParallel, folder_lock, run_lock
 from .evaluate import adaptation_curve
 from .runconfig import DTYPES, TrainConfig
 
@@ -57,8 +58,13 @@ class Trainer:
 
     Learned inner rates (Meta-SGD, LSLR) are trained by the same Adam and saved with the weights.
 
-    With `out`, writes `checkpoint.pt`, `metrics.jsonl`, `config.json` and `learning_curve.png`
-    there. The same seed gives the same run, and a resumed run continues it exactly.
+    With `out`, writes `checkpoint.pt`, `metrics.jsonl`, `config.json`, `run.json` and
+    `learning_curve.png` there, holding `run.lock` while it writes (another run into the folder is
+    refused). The same seed gives the same run, and a resumed run continues it exactly.
+
+    Under torchrun (or in an initialized process group) it trains task-parallel: each process takes
+    its share of every meta-batch and one all-reduce combines the meta-gradients, which equal the
+    single-process ones (see `train.distributed`); only rank 0 writes.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class Trainer:
         algorithm: str | Algorithm | None = None,
         optimizer: OptimizerFactory | None = None,
         loss: str | LossFn | None = None,
+        distributed: bool | TaskParallel | None = None,
     ) -> None:
         """`config` holds the settings; the objects, where given, replace what its names would build.
 
@@ -78,6 +85,8 @@ class Trainer:
         `tasks` is any `TaskSource`, `algorithm` an `Algorithm` or a name (default `config.algorithm`
         with `config.algorithm_options`), `optimizer` a function from the list of meta-parameters to
         a `torch.optim.Optimizer` (default Adam at `config.meta_lr`), `loss` overrides `tasks.loss`.
+        `distributed`: None trains task-parallel when there is a process group of 2+ processes (or
+        torchrun describes one, which it then joins), True insists on one, False never.
         """
         if tasks is not None and not isinstance(tasks, TaskSource):
             raise TypeError(f"tasks must have a sample(batch_size, generator) method; got {type(tasks).__name__}")
@@ -133,6 +142,11 @@ class Trainer:
         self.iteration = 0
         self.saved_iteration: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.parallel = TaskParallel.resolve(distributed)
+        self.world_size = 1 if self.parallel is None else self.parallel.world
+        self.launches = [{"iteration": 0, "world_size": self.world_size}]
+        if self.parallel is not None:
+            self.parallel.start(self)
 
     # ----- data -----
     def _validation_tasks(self) -> TaskBatch:
@@ -153,7 +167,10 @@ class Trainer:
         raises `DivergenceError` before the optimizer moves: the parameters stay the last finite ones.
         """
         c, a = self.config, self.algorithm
-        batch = self._to_device(self.tasks.sample(c.meta_batch, self.generator))
+        batch = self.tasks.sample(c.meta_batch, self.generator)
+        if self.parallel is not None:  # every rank draws the whole meta-batch and keeps its share
+            batch = self.parallel.share(batch, self.model)
+        batch = self._to_device(batch)
         if a.cosine:
             for group in self.optimizer.param_groups:
                 group["lr"] = a.meta_lr_at(c.meta_lr, self.iteration, self.schedule)
@@ -172,6 +189,8 @@ class Trainer:
                 self.model, self.params, batch, self.loss, c.inner_steps, self.rule, order, self.strategy, weights
             )
             loss.backward()
+        if self.parallel is not None:  # the meta-batch's loss and gradient, the same on every rank
+            loss = self.parallel.reduce(loss, self._meta_parameters(), self.model)
         self._check_finite(loss)
         if c.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._meta_parameters(), c.clip_grad_norm)
@@ -231,31 +250,44 @@ class Trainer:
         target = c.iterations if iterations is None else iterations
         window: list[float] = []
         started = time.perf_counter()
-        bar = tqdm(total=target, initial=self.iteration, desc=f"meta-train {c.task}", disable=not progress)
-        try:
-            while self.iteration < target:
-                window.append(self.step())
-                bar.update(1)
-                if self.iteration % c.eval_every == 0 or self.iteration == target:
-                    row = {"iteration": self.iteration, "train_loss": sum(window) / len(window), **self.validate()}
-                    row["seconds"] = round(time.perf_counter() - started, 3)
-                    self.history.append(row)
-                    self._append_metrics(row)
-                    window.clear()
-                    bar.set_postfix(meta_loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss_post']:.3f}")
-                if self.out is not None and self.iteration % c.checkpoint_every == 0:
+        where = "" if self.parallel is None else f" on {self.world_size} processes"
+        writer = self.parallel is None or self.parallel.rank == 0
+        with folder_lock(self.out, self.parallel):
+            bar = tqdm(
+                total=target,
+                initial=self.iteration,
+                desc=f"meta-train {c.task}{where}",
+                disable=not (progress and writer),
+            )
+            try:
+                while self.iteration < target:
+                    window.append(self.step())
+                    bar.update(1)
+                    if self.iteration % c.eval_every == 0 or self.iteration == target:
+                        row = {"iteration": self.iteration, "train_loss": sum(window) / len(window), **self.validate()}
+                        row["seconds"] = round(time.perf_counter() - started, 3)
+                        self.history.append(row)
+                        self._append_metrics(row)
+                        window.clear()
+                        bar.set_postfix(meta_loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss_post']:.3f}")
+                    if self.out is not None and self.iteration % c.checkpoint_every == 0:
+                        self._on_rank0(self.save)
+            except KeyboardInterrupt:
+                if self.out is not None and writer:
                     self.save()
-        except KeyboardInterrupt:
+                    bar.write(f"interrupted: saved iteration {self.iteration} to {self.out}; continue with --resume")
+                raise
+            finally:
+                bar.close()
             if self.out is not None:
-                self.save()
-                bar.write(f"interrupted: saved iteration {self.iteration} to {self.out}; continue with --resume")
-            raise
-        finally:
-            bar.close()
-        if self.out is not None:
-            self.save()
-            self.plot()
+                self._on_rank0(self.save)
+                if writer:
+                    self.plot()
         return self.history
+
+    def _on_rank0(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` here, or on rank 0 alone with its outcome (result or error) on every rank."""
+        return fn() if self.parallel is None else self.parallel.on_rank0(fn)
 
     # ----- persistence -----
     def state(self) -> dict[str, Any]:
@@ -272,21 +304,30 @@ class Trainer:
             "generator": self.generator.get_state(),
             "history": self.history,
             "strategy": self.strategy,
+            "world_size": self.world_size,
+            "launches": self.launches,
         }
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the run's state atomically; refuses non-finite parameters rather than overwrite a good file."""
+        """Write the run's state atomically; refuses non-finite parameters rather than overwrite a good file.
+
+        Without `path`, into the run folder (holding its lock); in a distributed run only rank 0 does.
+        """
         for name, value in [*self.params.items(), *self.rates.items()]:
             if not torch.isfinite(value).all():
                 raise DivergenceError(f"parameter {name!r} is not finite at iteration {self.iteration}: not saved")
-        if path is None:
-            if self.out is None:
-                raise ValueError("Trainer has no output folder; pass a path to save()")
-            self.out.mkdir(parents=True, exist_ok=True)
+        if path is not None:
+            return save_checkpoint(path, self.state())
+        if self.out is None:
+            raise ValueError("Trainer has no output folder; pass a path to save()")
+        self.saved_iteration = self.iteration
+        if self.parallel is not None and self.parallel.rank != 0:
+            return self.out / "checkpoint.pt"
+        with run_lock(self.out):
             (self.out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            path = self.out / "checkpoint.pt"
-            self.saved_iteration = self.iteration
-        return save_checkpoint(path, self.state())
+            run = {"world_size": self.world_size, "launches": self.launches}
+            (self.out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+            return save_checkpoint(self.out / "checkpoint.pt", self.state())
 
     @classmethod
     def resume(
@@ -299,15 +340,18 @@ class Trainer:
         algorithm: str | Algorithm | None = None,
         optimizer: OptimizerFactory | None = None,
         loss: str | LossFn | None = None,
+        distributed: bool | TaskParallel | None = None,
         **overrides: Any,
     ) -> Trainer:
         """Rebuild a Trainer from a checkpoint (file or run folder) to continue exactly where it stopped.
 
         A run made from objects is resumed by passing the same kinds of objects again (its weights
         come from the checkpoint); a missing or different one is a `CheckpointError`. `overrides`
-        may change settings that do not alter the run's past, such as `iterations`.
+        may change settings that do not alter the run's past, such as `iterations`. The number of
+        processes may change: a step's result does not depend on it (up to floating-point rounding).
         """
-        payload = load_checkpoint(source)
+        parallel = TaskParallel.resolve(distributed)
+        payload = load_checkpoint(source) if parallel is None else parallel.load(source)
         saved = payload.get("objects") or {}
         given = {"model": model, "tasks": tasks}
         for kind, obj in given.items():
@@ -325,13 +369,22 @@ class Trainer:
             out = source if source.is_dir() else source.parent
         if algorithm is None and payload["config"].get("algorithm") not in (None, config.algorithm):
             algorithm = config.algorithm
-        trainer = cls(config, out, model=model, tasks=tasks, algorithm=algorithm, optimizer=optimizer, loss=loss)
+        trainer = cls(
+            config,
+            out,
+            model=model,
+            tasks=tasks,
+            algorithm=algorithm,
+            optimizer=optimizer,
+            loss=loss,
+            distributed=False if parallel is None else parallel,
+        )
         try:
             trainer.load_state(payload)
         except (KeyError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{source} does not fit the objects given to resume it: {error}") from None
         trainer.saved_iteration = trainer.iteration
-        trainer._rewrite_metrics()
+        trainer._on_rank0(trainer._rewrite_metrics)
         return trainer
 
     def load_state(self, payload: dict[str, Any]) -> None:
@@ -349,9 +402,13 @@ class Trainer:
         self.generator.set_state(payload["generator"])
         self.iteration = int(payload["iteration"])
         self.history = list(payload["history"])
+        previous = payload.get("launches", [{"iteration": 0, "world_size": payload.get("world_size", 1)}])
+        self.launches = [*previous, {"iteration": self.iteration, "world_size": self.world_size}]
+        if self.parallel is not None:
+            self.parallel.broadcast(self)
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
-        if self.out is None:
+        if self.out is None or (self.parallel is not None and self.parallel.rank != 0):
             return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
@@ -361,9 +418,9 @@ class Trainer:
         """Make metrics.jsonl match the checkpoint: rows logged after it will be logged again."""
         if self.out is None:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(row) + "\n" for row in self.history)
-        (self.out / "metrics.jsonl").write_text(lines)
+        with run_lock(self.out):
+            (self.out / "metrics.jsonl").write_text(lines)
 
     def plot(self) -> Path | None:
         if self.out is None or not self.history:
