@@ -11,7 +11,7 @@ from _bookbuild import HTML, ROOT, build_book, execution_times, pages
 
 pytestmark = pytest.mark.book
 
-CHAPTERS = ["why", "concepts", "algorithm", "math", "code", "omniglot", "faster", "better", "questions"]
+CHAPTERS = ["why", "concepts", "algorithm", "math", "code", "omniglot", "medical", "faster", "better", "questions"]
 
 
 def toc_files() -> list[str]:

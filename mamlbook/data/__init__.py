@@ -13,6 +13,7 @@ from .omniglot import (
     omniglot_file,
     omniglot_folder,
 )
+from .pbc import PBCFiles, pbc_files, pbc_folder
 from .remote import ChecksumError, DataError, DataMissingError, RemoteFile, download, extract, verify
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "DataError",
     "DataMissingError",
     "LakeRuns",
+    "PBCFiles",
     "RemoteFile",
     "download",
     "downsample",
@@ -33,5 +35,7 @@ __all__ = [
     "load_lake_runs",
     "omniglot_file",
     "omniglot_folder",
+    "pbc_files",
+    "pbc_folder",
     "verify",
 ]

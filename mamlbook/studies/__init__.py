@@ -12,13 +12,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import better, better_omniglot, sweep
+from . import better, better_omniglot, medical, sweep
 from .base import TEST_SEED, load_result, machine, save_result
 
 STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "sweep": sweep.sweep,
     "better": better.better,
     "better-omniglot": better_omniglot.better_omniglot,
+    "medical": medical.medical,
 }
 
 

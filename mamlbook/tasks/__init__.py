@@ -7,6 +7,7 @@ from .distribution import TaskDistribution
 from .fewshot import FewShotClassification
 from .linear import HalfPlanes, Lines
 from .omniglot import Omniglot
+from .pbc import PBC, PBCImages
 from .sinusoid import Sinusoid
 
 TASKS: dict[str, type[TaskDistribution]] = {
@@ -14,6 +15,7 @@ TASKS: dict[str, type[TaskDistribution]] = {
     "lines": Lines,
     "halfplanes": HalfPlanes,
     "omniglot": Omniglot,
+    "pbc": PBC,
 }
 
 
@@ -32,6 +34,8 @@ __all__ = [
     "HalfPlanes",
     "Lines",
     "Omniglot",
+    "PBC",
+    "PBCImages",
     "Sinusoid",
     "TaskBatch",
     "TaskDistribution",
