@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import cache_root, data_root
-from .remote import DataMissingError, RemoteFile, download, file_checksum, verify
+from .remote import DataMissingError, RemoteFile, download, file_checksum, save_tensors, verify
 
 BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
 IMAGE_SIZE = 28
@@ -203,21 +202,8 @@ def load_characters(
             payload = None
     if payload is None or payload.get("version") != CACHE_VERSION:
         payload = _preprocess(paths)
-        _save_atomic(payload, cache)
+        save_tensors(payload, cache)
     return CharacterSet(payload["images"], list(payload["alphabets"]), list(payload["characters"]))
-
-
-def _save_atomic(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

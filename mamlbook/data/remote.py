@@ -141,3 +141,20 @@ def extract(archive: str | os.PathLike, remote: RemoteFile, folder: str | os.Pat
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def save_tensors(payload: dict, path: Path) -> None:
+    """`torch.save` to a temporary file beside `path`, then rename: readers never see half a file
+    (the preprocessed-data caches of Omniglot, image folders and PBC)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.remote import save_tensors
 from .batch import TaskBatch
 from .distribution import TaskDistribution, check_count
 
@@ -415,7 +415,7 @@ def load_folder(
             "labels": labels,
             "class_names": names,
         }
-        _save_atomic(payload, Path(cache))
+        save_tensors(payload, Path(cache))
     return images, labels, names
 
 
@@ -456,20 +456,6 @@ def _load_cache(path: Path, key: str) -> dict | None:
     if not isinstance(payload, dict) or payload.get("version") != FOLDER_CACHE_VERSION or payload.get("key") != key:
         return None
     return payload
-
-
-def _save_atomic(payload: dict, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _bar(items: list, show: bool, desc: str):

@@ -39,9 +39,10 @@ from torch import Tensor
 
 from ..config import cache_root
 from ..data.pbc import CLASSES, PBCFiles, pbc_files
+from ..data.remote import save_tensors
 from .batch import TaskBatch
 from .distribution import TaskDistribution, check_count
-from .fewshot import FOLDER_CACHE_VERSION, MODES, FewShotClassification, _bar, _decode, _load_cache, _save_atomic
+from .fewshot import FOLDER_CACHE_VERSION, MODES, FewShotClassification, _bar, _decode, _load_cache
 
 CROP, IMAGE_SIZE = 200, 28  # BloodMNIST's centre crop and size; see the module docstring
 SPLITS: dict[int, dict[str, tuple[str, ...]]] = {
@@ -103,7 +104,7 @@ def load_pbc(
         labels = torch.tensor([CLASSES.index(label) for label in files.labels])
         payload = {"version": FOLDER_CACHE_VERSION, "key": key, "images": images.contiguous(), "labels": labels}
         payload["names"] = list(names)
-        _save_atomic(payload, path)
+        save_tensors(payload, path)
     _loaded[key, path] = PBCImages(payload["images"], payload["labels"], names, files)
     return _loaded[key, path]
 
