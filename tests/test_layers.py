@@ -22,6 +22,7 @@ LAYERS = {
     "engine": 4,
     "train": 5,
     "reports": 6,
+    "rl": 6,
     "bench": 7,
     "studies": 7,
     "cli": 8,

@@ -11,10 +11,12 @@ def add_parser(subparsers) -> None:
     ev.add_argument("run", type=Path, help="run folder (or checkpoint file), or `lake-runs` for Lake's one-shot runs")
     ev.add_argument("checkpoint", type=Path, nargs="?", help="with lake-runs: a 20-way Omniglot run or checkpoint")
     ev.add_argument("--baseline", choices=("mhd",), help="with lake-runs: score the Modified Hausdorff baseline")
-    ev.add_argument("--tasks", type=int, default=600, help="meta-test tasks (default 600)")
+    ev.add_argument("--tasks", type=int, help="meta-test tasks (default 600; nav2d: test goals, default 40)")
     ev.add_argument("--steps", type=int, default=10, help="adaptation steps to report (default 10)")
     ev.add_argument("--k-shot", type=int, help="support examples per task (default: as trained)")
     ev.add_argument("--baseline-lr", type=float, help="fine-tuning rate of the baseline (default: inner lr)")
+    ev.add_argument("--run", dest="rl_run", type=Path, help="with nav2d: the run folder of `mamlbook train nav2d`")
+    ev.add_argument("--trajectories", type=int, help="with nav2d: trajectories per goal and step (default 40)")
 
     ev.set_defaults(handler=run)
 
@@ -42,12 +44,15 @@ def run(args: argparse.Namespace) -> int:
 
     if str(args.run) == "lake-runs":
         return run_lake(args)
+    if str(args.run) == "nav2d":
+        from .rl import eval_nav2d
+
+        return eval_nav2d(args)
     if args.checkpoint is not None or args.baseline is not None:
         raise ValueError("CHECKPOINT and --baseline go with `mamlbook eval lake-runs`")
 
-    report = evaluate_run(
-        args.run, tasks=args.tasks, steps=args.steps, k_shot=args.k_shot, baseline_lr=args.baseline_lr
-    )
+    tasks = 600 if args.tasks is None else args.tasks
+    report = evaluate_run(args.run, tasks=tasks, steps=args.steps, k_shot=args.k_shot, baseline_lr=args.baseline_lr)
     print(format_report(report))
     folder = args.run if args.run.is_dir() else args.run.parent
     json_path, figure = write_report(report, folder)

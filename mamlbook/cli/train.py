@@ -61,6 +61,10 @@ def add_parser(subparsers) -> None:
         "--baseline-iterations", type=int, help="pretrained baseline iterations (default: as MAML; 0: none)"
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rl = train.add_argument_group("nav2d (MAML for policies, `mamlbook.rl`)")
+    rl.add_argument("--estimator", choices=("surrogate", "dice", "lvc"), help="meta-gradient estimator (default dice)")
+    rl.add_argument("--outer", choices=("trpo", "ppo"), help="outer step (default trpo)")
+    rl.add_argument("--trajectories", type=int, help="trajectories per task and step (default 20)")
 
     train.add_argument(
         "--nproc",
@@ -85,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
     """Train (under torchrun: as one process of a distributed run); errors of the run end as one line."""
     from ..train.distributed import DistributedError, RunLockedError, init_from_env, shutdown
 
+    if args.task == "nav2d":
+        from .rl import train_nav2d
+
+        return train_nav2d(args)
+    for name in ("estimator", "outer", "trajectories"):
+        if getattr(args, name) is not None:
+            raise ValueError(f"--{name} is an option of nav2d, not of {args.task}")
     if args.nproc is not None:
         return relaunch(args)
     try:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import better, better_omniglot, medical, sweep
+from . import better, better_omniglot, medical, rl, sweep
 from .base import TEST_SEED, load_result, machine, save_result
 
 STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
@@ -20,6 +20,7 @@ STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "better": better.better,
     "better-omniglot": better_omniglot.better_omniglot,
     "medical": medical.medical,
+    "rl": rl.rl,
 }
 
 

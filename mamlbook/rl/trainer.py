@@ -1,0 +1,246 @@
+"""Meta-training a Gaussian policy on 2D navigation: MAML (one inner step) or, with `inner_steps=0`,
+the pretrained baseline (one policy trained on a mixture of goals by the same outer step).
+
+A run folder holds `checkpoint.pt` (weights, outer-optimizer state, random-generator state and the
+history, written atomically), `metrics.jsonl` (one row per iteration: pre- and post-adaptation
+returns, KL, loss) and `config.json`. The same seed gives the same run, and a resumed run continues
+it exactly: all randomness (goals, actions) comes from one `torch.Generator` saved with the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..functional import Params, check_params, params_of
+from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .envs import HORIZON, sample_goals
+from .estimators import ESTIMATORS, adapt, build_meta_batch, kl_hessian_product, meta_objective
+from .outer import OUTER, PPO, TRPO
+from .policies import GaussianMLPPolicy
+from .returns import advantages
+from .rollout import rollout
+
+MODEL = "nav2d-gaussian-mlp"
+
+
+@dataclass(frozen=True)
+class Nav2DConfig:
+    """A MAML-RL run on 2D navigation. Defaults: the paper's (cbfinn/maml_rl) settings."""
+
+    estimator: str = "dice"
+    outer: str = "trpo"
+    inner_steps: int = 1  # 0: the pretrained baseline, no inner loop
+    meta_batch: int = 20
+    trajectories: int = 20
+    horizon: int = HORIZON
+    inner_lr: float = 0.1
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    hidden: tuple[int, ...] = (100, 100)
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    backtrack: float = 0.8
+    max_backtracks: int = 15
+    ppo_lr: float = 1e-3
+    ppo_epochs: int = 5
+    ppo_clip: float = 0.2
+    iterations: int = 100
+    seed: int = 0
+    checkpoint_every: int = 5
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if self.outer not in OUTER:
+            raise ValueError(f"unknown outer step {self.outer!r}; choose one of {', '.join(OUTER)}")
+        if self.inner_steps not in (0, 1):
+            raise ValueError(f"inner_steps must be 0 (pretrained baseline) or 1, not {self.inner_steps}")
+        for name in ("meta_batch", "trajectories", "horizon", "iterations", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden), "model": MODEL}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Nav2DConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        if "hidden" in values:
+            values["hidden"] = tuple(values["hidden"])
+        return cls(**values)
+
+    def make_policy(self) -> GaussianMLPPolicy:
+        """The policy at its initialization for this seed (the global random state is left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return GaussianMLPPolicy(2, 2, self.hidden)
+
+    def make_outer(self) -> TRPO | PPO:
+        if self.outer == "trpo":
+            return TRPO(self.max_kl, self.cg_iters, self.cg_damping, self.backtrack, self.max_backtracks)
+        return PPO(self.ppo_lr, self.ppo_epochs, self.ppo_clip)
+
+
+class Nav2DTrainer:
+    """Meta-trains `config`'s policy; `step()` is one meta-iteration, `fit()` runs to `config.iterations`."""
+
+    def __init__(self, config: Nav2DConfig, out: str | os.PathLike | None = None) -> None:
+        self.config = config
+        self.out = Path(out) if out is not None else None
+        self.policy = config.make_policy()
+        self.params: Params = params_of(self.policy)
+        self.outer = config.make_outer()
+        self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.iteration = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ----- training -----
+    def step(self) -> dict[str, Any]:
+        """Sample a meta-batch of goals, pre- and post-adaptation trajectories, take one outer step."""
+        c = self.config
+        started = time.perf_counter()
+        goals = sample_goals(c.meta_batch, self.generator)
+        pre = rollout(self.policy, self.params, goals, c.trajectories, self.generator, c.horizon)
+        post, adapted = None, None
+        if c.inner_steps:
+            pre_adv = advantages(pre.obs, pre.rewards, pre.mask, c.gamma, c.gae_lambda)
+            adapted = adapt(self.policy, self.params, pre, pre_adv, c.inner_lr, c.estimator, create_graph=False)
+            post = rollout(self.policy, adapted, goals, c.trajectories, self.generator, c.horizon)
+        batch = build_meta_batch(self.policy, self.params, adapted, pre, post, c.gamma, c.gae_lambda)
+
+        def objective(params, create_graph=True, clip=None):
+            return meta_objective(
+                self.policy, params, batch, c.estimator, c.inner_lr, c.inner_steps, clip, create_graph
+            )
+
+        def curvature(damping):
+            return kl_hessian_product(self.policy, self.params, batch, c.estimator, c.inner_lr, c.inner_steps, damping)
+
+        info = self.outer.step(self.params, objective, curvature)
+        for name, value in self.params.items():
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(f"parameter {name!r} is not finite after iteration {self.iteration + 1}")
+        self.iteration += 1
+        row = {
+            "iteration": self.iteration,
+            "pre_return": pre.returns().mean().item(),
+            "post_return": None if post is None else post.returns().mean().item(),
+            "std": self.params["log_std"].exp().mean().item(),
+            **{k: float(v) for k, v in info.items()},
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        return row
+
+    def fit(self, iterations: int | None = None, progress: bool = True, desc: str | None = None):
+        """Train until `iterations` in total (default: the config's), checkpointing as it goes."""
+        c = self.config
+        target = c.iterations if iterations is None else iterations
+        what = "pretrain" if not c.inner_steps else f"maml-{c.outer} {c.estimator}"
+        bar = tqdm(total=target, initial=self.iteration, desc=desc or f"{what} nav2d", disable=not progress)
+        try:
+            while self.iteration < target:
+                row = self.step()
+                self.history.append(row)
+                self._append_metrics(row)
+                bar.update(1)
+                post = row["post_return"]
+                bar.set_postfix(pre=f"{row['pre_return']:.1f}", post="-" if post is None else f"{post:.1f}")
+                if self.out is not None and self.iteration % c.checkpoint_every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            if self.out is not None:
+                self.save()
+                bar.write(f"interrupted: saved iteration {self.iteration} to {self.out}; continue with --resume")
+            raise
+        finally:
+            bar.close()
+        if self.out is not None:
+            self.save()
+        return self.history
+
+    # ----- persistence -----
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": "maml-rl" if self.config.inner_steps else "pretrained-rl",
+            "config": self.config.to_dict(),
+            "iteration": self.iteration,
+            "params": {k: v.detach().cpu().clone() for k, v in self.params.items()},
+            "outer": self.outer.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": self.history,
+        }
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        if path is not None:
+            return save_checkpoint(path, self.state())
+        if self.out is None:
+            raise ValueError("the trainer has no output folder; pass a path to save()")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        return save_checkpoint(self.out / "checkpoint.pt", self.state())
+
+    @classmethod
+    def resume(cls, source: str | os.PathLike, out: str | os.PathLike | None = None, **overrides: Any):
+        """Continue the run saved at `source` (folder or file) exactly; `overrides` may change `iterations`
+        (and `checkpoint_every`), nothing that would alter the run's past."""
+        changed = sorted(set(overrides) - {"iterations", "checkpoint_every"})
+        if changed:
+            raise ValueError(f"a resumed run keeps its settings; these would change it: {', '.join(changed)}")
+        payload = load_checkpoint(source, expect_model=MODEL)
+        config = Nav2DConfig.from_dict({**payload["config"], **overrides})
+        if out is None:
+            source = Path(source)
+            out = source if source.is_dir() else source.parent
+        trainer = cls(config, out)
+        trainer.load_state(payload)
+        trainer._rewrite_metrics()
+        return trainer
+
+    def load_state(self, payload: dict[str, Any]) -> None:
+        check_params(self.policy, payload["params"])
+        with torch.no_grad():
+            for k, v in self.params.items():
+                v.copy_(payload["params"][k])
+        if isinstance(self.outer, PPO):
+            self.outer.load_state_dict(payload["outer"], self.params)
+        else:
+            self.outer.load_state_dict(payload["outer"])
+        self.generator.set_state(payload["generator"])
+        self.iteration = int(payload["iteration"])
+        self.history = list(payload["history"])
+
+    def _append_metrics(self, row: dict[str, Any]) -> None:
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _rewrite_metrics(self) -> None:
+        """metrics.jsonl as of the checkpoint: rows logged after it are logged again on the way."""
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+
+
+def load_policy(source: str | os.PathLike) -> tuple[Nav2DConfig, GaussianMLPPolicy, Params]:
+    """The config, policy module and trained weights of a saved run (folder or checkpoint file)."""
+    payload = load_checkpoint(source, expect_model=MODEL)
+    config = Nav2DConfig.from_dict(payload["config"])
+    policy = config.make_policy()
+    try:
+        check_params(policy, payload["params"])
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+    return config, policy, {k: v.detach().clone() for k, v in payload["params"].items()}
