@@ -2,6 +2,7 @@
 
 from .chain import NotFoldable, is_foldable
 from .folded import folded_query_losses
+from .mlp_closed import NotClosedForm, closed_query_losses
 from .strategy import (
     STRATEGIES,
     auto_strategy,
@@ -26,11 +27,13 @@ __all__ = [
     "STRATEGIES",
     "VERIFIED_LAYERS",
     "WRONG_LAYERS",
+    "NotClosedForm",
     "NotFoldable",
     "Probe",
     "UnverifiedStrategyWarning",
     "auto_strategy",
     "available_strategies",
+    "closed_query_losses",
     "explain_auto",
     "folded_query_losses",
     "is_foldable",

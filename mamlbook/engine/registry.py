@@ -10,6 +10,7 @@ from torch import Tensor
 from .checkpointed import checkpointed_query_losses
 from .folded import folded_query_losses
 from .loop import loop_query_losses
+from .mlp_closed import closed_query_losses, compiled_closed_query_losses
 from .threaded import threaded_query_losses
 from .vmapped import vmap_query_losses
 
@@ -21,4 +22,7 @@ STRATEGIES: dict[str, QueryLosses] = {
     "folded": folded_query_losses,
     "checkpointed": checkpointed_query_losses,
     "threads": threaded_query_losses,
+    "closed": closed_query_losses,
+    # Not on any verified list (each model compiles for seconds to minutes): tests/test_engine_closed.py checks it.
+    "closed-compiled": compiled_closed_query_losses,
 }

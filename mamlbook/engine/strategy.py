@@ -15,13 +15,17 @@ from ..meta.mamlpp import has_step_batch_norm
 from ..tasks import TaskBatch
 from .chain import is_foldable, trace_chain
 from .folded import frozen_prefix
+from .mlp_closed import is_mlp_chain
 from .registry import STRATEGIES
 from .verified import is_verified, probe, unverified_layers, warn_if_unverified, why_unverified
 from .vmapped import has_batch_norm
 
 
 def _refuses(model: nn.Module, strategy: str) -> bool:
-    """Whether `strategy` raises on `model` itself (vmap with batch norm, folding a non-chain)."""
+    """Whether `strategy` raises on `model` itself (vmap with batch norm, folding a non-chain, the
+    closed form on anything but a plain chain of Linear layers and activations)."""
+    if strategy in ("closed", "closed-compiled"):
+        return not is_mlp_chain(model)
     if strategy == "vmap":
         return has_batch_norm(model)
     if strategy in ("folded", "checkpointed"):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..tasks import TaskBatch
+from .mlp_closed import SUPPORTED_LAYERS as _CLOSED_FORM
 from .registry import STRATEGIES
 
 # Layers on which the per-task loop, run in threads, is exact: each task's graph is the loop's own.
@@ -107,6 +108,8 @@ VERIFIED_LAYERS: dict[str, frozenset[type[nn.Module]]] = {
     "folded": _FOLDED_EXACT,
     "checkpointed": _FOLDED_EXACT,
     "threads": _LOOP_EXACT,
+    # Only what engine/mlp_closed.py writes gradients for: Linear, ReLU, Tanh, Identity.
+    "closed": _CLOSED_FORM,
 }
 """Per strategy, the module types (exact types, not subclasses) measured to give the loop's meta-gradient."""
 
