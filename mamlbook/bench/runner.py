@@ -31,6 +31,7 @@ from ..engine.strategy import available_strategies
 from ..meta.anil import anil_rule
 from ..models import Conv4, SineMLP
 from ..tasks import Sinusoid, TaskBatch
+from .frameworks.harness import FRAMEWORK_FORMS, FRAMEWORK_IMPLS, bench_step
 from .peers import PEER_GRADIENTS
 
 
@@ -96,10 +97,14 @@ def _impl_names(impls: Sequence[str], model: nn.Module) -> list[str]:
             names.append("imaml:folded")
         elif impl in PEER_GRADIENTS:
             names.append(impl)
+        elif impl in FRAMEWORK_IMPLS:
+            if not isinstance(model, SineMLP):
+                raise ValueError(f"{impl} is benchmarked on the sinusoid problem only, not on {type(model).__name__}")
+            names.append(impl)
         else:
             raise ValueError(
                 f"unknown impl {impl!r}; known: mamlbook, mamlbook:<strategy>, anil[:<strategy>], imaml, "
-                f"{', '.join(PEER_GRADIENTS)}"
+                f"{', '.join(PEER_GRADIENTS)}, {', '.join(FRAMEWORK_IMPLS)}"
             )
     return names
 
@@ -152,6 +157,8 @@ def _step_function(impl: str, model: nn.Module, batch: TaskBatch, problem: Probl
             optimizer.step()
 
         return step
+    if impl in FRAMEWORK_IMPLS:  # its own weights, optimizer and idiom (mamlbook.bench.frameworks)
+        return bench_step(impl, model, batch, problem.loss, problem.inner_lr, steps, order)
     peer = PEER_GRADIENTS[impl]
 
     def peer_step() -> None:
@@ -226,7 +233,7 @@ def time_impl(
     return {
         "problem": problem.name,
         "impl": name,
-        "strategy": strategy or "loop",
+        "strategy": strategy or FRAMEWORK_FORMS.get(name, "loop"),
         "order": order,
         "steps": steps,
         "meta_batch": len(batch),

@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
         type=comma_names,
         default=["mamlbook", "learn2learn", "higher"],
         help="mamlbook (every strategy the model allows), mamlbook:<strategy>, anil, imaml, "
-        "learn2learn, higher, torchopt (second order only)",
+        "learn2learn, higher, torchopt (second order only); on the sinusoid also torch-plain, "
+        "tensorflow, tensorflow:eager, jax, jax:eager (the `frameworks` extra)",
     )
     bench.add_argument("--order", type=int, choices=(1, 2), default=2)
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
