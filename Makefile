@@ -11,31 +11,48 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MAMLBOOK_DATA ?= $(abspath ../shared/data)
 
-.PHONY: venv test book lint bench clean
+.PHONY: venv test book site lint bench clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints/book.txt scripts/install-learn2learn.sh
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints/book.txt -e '.[book,test,compare]' 2>&1 | { $(QUIET_PIP); }
+	$(PY) -m pip install -q -c constraints/book.txt -e '.[book,test,compare,rl]' 2>&1 | { $(QUIET_PIP); }
 	bash scripts/install-learn2learn.sh $(PY) 2>&1 | { $(QUIET_PIP); }
+	@# TensorFlow and JAX (the "Tools and frameworks" chapter): optional, their tests skip without them.
+	$(PY) -m pip install -q -c constraints/book.txt -e '.[frameworks]' 2>&1 | { $(QUIET_PIP); } \
+		|| echo "make venv: TensorFlow/JAX did not install; their tests and the chapter's rows are skipped" >&2
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
 # The docstring examples (>>>) of the library run as doctests; the layers above it (bench, studies,
 # cli) are left out: they need the comparison peers and the studies' data.
-DOCTESTS := --doctest-modules mamlbook --ignore=mamlbook/bench --ignore=mamlbook/studies --ignore=mamlbook/cli
+DOCTESTS := --doctest-modules mamlbook --ignore=mamlbook/bench --ignore=mamlbook/studies --ignore=mamlbook/cli \
+	--ignore=book/_ext --ignore=book/reference/_ext
 
-# Every test, the executed chapters (smoke size), the built book, the wheel in a fresh environment
-# and the docstring examples included.
+# Every test: each chapter executed as a notebook (`--nbmake book`, smoke size, one test per
+# chapter), the book built from those executions and browsed, the wheel in a fresh environment and
+# the docstring examples. `make test JOBS=4` spreads the tests over 4 processes (pytest-xdist).
+JOBS ?= 0
+XDIST := $(if $(filter-out 0,$(JOBS)),-n $(JOBS),)
 test: venv
 	$(VENV)/bin/ruff check mamlbook tests
-	MAMLBOOK_SMOKE=1 $(PY) -m pytest -q -ra tests $(DOCTESTS); rc=$$?; \
+	MAMLBOOK_SMOKE=1 $(PY) -m pytest -q -ra $(XDIST) --nbmake book tests $(DOCTESTS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-# Executes every chapter at full size and builds the HTML book into _build/html.
+# Executes the chapters at full size and builds the HTML book into _build/html. Incremental:
+# jupyter-cache re-executes only chapters whose code changed (all of them after a change to the
+# package or to book/results/, see book/_ext/book_cache.py).
 book: venv
-	MAMLBOOK_SMOKE=0 $(VENV)/bin/jupyter-book build . --all -W -n --keep-going
+	MAMLBOOK_SMOKE=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+# The published site: the built book as a self-contained folder (no CDN, relative links), ready to
+# upload to any static host; .github/workflows/book.yml deploys it to GitHub Pages.
+site: book
+	rm -rf _build/site
+	cp -r _build/html _build/site
+	touch _build/site/.nojekyll
+	@echo "site: _build/site ($$(find _build/site -name '*.html' | wc -l) pages)"
 
 lint: venv
 	$(VENV)/bin/ruff check mamlbook tests

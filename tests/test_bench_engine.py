@@ -34,6 +34,8 @@ def test_impl_names_expand_and_refuse() -> None:
         with pytest.raises(ValueError, match="unknown strategy"):
             _impl_names([bad], conv)
     with pytest.raises(ValueError, match="unknown impl"):
+        _impl_names(["tinygrad"], conv)
+    with pytest.raises(ValueError, match="sinusoid problem only"):
         _impl_names(["jax"], conv)
 
 

@@ -1,4 +1,4 @@
-"""The book builds, with every chapter executed at smoke size and warnings as errors."""
+"""The book builds from the chapters executed at smoke size, with warnings as errors."""
 
 from __future__ import annotations
 
@@ -7,21 +7,34 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _bookbuild import HTML, ROOT, build_book, execution_times, pages
+from _bookbuild import HTML, ROOT, build_book, executed_during_build, executions, pages
+from _chapters import chapter_docnames, toc_docnames
 
 pytestmark = pytest.mark.book
 
-CHAPTERS = ["why", "concepts", "algorithm", "math", "code", "omniglot", "medical", "faster", "better", "questions"]
+# The reading order, part by part; an appendix and the API reference follow the questions.
+PARTS = {
+    "Foundations": ["why", "concepts", "algorithm", "math", "code"],
+    "Applications": ["omniglot", "medical", "rl"],
+    "Faster and better": ["faster", "better"],
+    "Tools and outlook": ["tools", "outlook", "questions"],
+}
+CHAPTERS = [c for chapters in PARTS.values() for c in chapters]
+APPENDIX = ["appendix/better-omniglot"]
 
 
 def toc_files() -> list[str]:
+    return toc_docnames()
+
+
+def test_toc_groups_the_chapters_into_parts():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for entry in toc.get("chapters", []):
-        files.append(entry["file"])
-    for part in toc.get("parts", []):
-        files += [entry["file"] for entry in part["chapters"]]
-    return files
+    captions = [part["caption"] for part in toc["parts"]]
+    assert captions == [*PARTS, "Appendix", "Reference"]
+    for part in toc["parts"]:
+        if part["caption"] in PARTS:
+            assert [e["file"] for e in part["chapters"]] == [f"book/{c}" for c in PARTS[part["caption"]]]
+    assert chapter_docnames() == [f"book/{c}" for c in CHAPTERS + APPENDIX], "every chapter is a notebook"
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +46,8 @@ def built() -> Path:
 def test_toc_lists_the_chapters_in_order():
     files = toc_files()
     assert files[0] == "book/intro"
-    present = [f for f in files if f.split("/")[-1] in CHAPTERS]
-    assert present == [f"book/{c}" for c in CHAPTERS if f"book/{c}" in files]
+    present = [f for f in files if f.removeprefix("book/") in CHAPTERS]
+    assert present == [f"book/{c}" for c in CHAPTERS]
     assert present[-1] == "book/questions", "the questions chapter comes last"
     for f in files:
         assert (ROOT / f"{f}.md").exists(), f"{f}.md is in _toc.yml but missing"
@@ -51,16 +64,35 @@ def test_chapter_is_a_myst_notebook_without_outputs(chapter):
         assert heading in text, f"{chapter}.md lacks the skeleton's {heading!r}"
 
 
-def test_every_chapter_was_built_and_executed(built):
-    times = execution_times(build_book())
-    assert set(times) == set(CHAPTERS), f"executed {sorted(times)}, expected every chapter"
-    # For the record (and the closing notes): smoke-size execution time per chapter.
+def test_every_chapter_was_built_from_its_executed_notebook(built):
+    times = {doc.removeprefix("book/"): e.seconds for doc, e in executions().items()}
+    assert set(times) == set(CHAPTERS + APPENDIX), f"executed {sorted(times)}, expected every chapter"
+    # For the record: smoke-size execution time per chapter.
     (built.parent / "execution-times-smoke.txt").write_text("".join(f"{c} {t:.1f} s\n" for c, t in times.items()))
-    for chapter in CHAPTERS:
+    for chapter in CHAPTERS + APPENDIX:
         page = built / "book" / f"{chapter}.html"
         assert page.exists(), f"{page} was not built"
         html = page.read_text()
         assert "cell_output" in html, f"{chapter}: no cell produced output; was the notebook executed?"
+        # The executed notebook is offered for download beside the page.
+        notebook = built / "_sources" / "book" / f"{chapter}.ipynb"
+        assert notebook.exists() and f"_sources/book/{chapter}.ipynb" in html, f"{chapter}: no .ipynb download"
+
+
+def test_the_build_reused_the_chapters_executions(built):
+    result = build_book()
+    assert executed_during_build(result) == [], "the book build executed chapters a second time"
+    log = result.stdout + result.stderr
+    assert log.count("Using cached notebook") == len(executions()), "every chapter came from the cache"
+
+
+def test_no_launch_buttons_without_a_repository_url(built):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    if config.get("repository", {}).get("url"):
+        pytest.skip("a repository URL is configured; tests/test_book_cache.py checks the buttons")
+    for page in pages():
+        html = page.read_text()
+        assert "mybinder.org" not in html and "colab.research.google.com" not in html, page
 
 
 def test_no_raw_glue_or_unresolved_references(built):

@@ -1,14 +1,19 @@
 """Open every page of the built book in headless Chromium and check what a reader would see.
 
-For each page: no console errors, every image loaded, the math typeset by MathJax (no raw TeX left
-in the text), every internal link (and its #anchor) resolves. A PNG of each page is saved under
-_build/screenshots/. Skips where Chromium or chromedriver is absent; CI installs both.
+The site is served under a sub-path (`/mamlbook/`), as a project site on GitHub Pages is, and any
+request outside it fails the test: a root-relative link or asset would work on a local server and
+break once published. For each page: no console errors, every image loaded, the math typeset by
+MathJax (no raw TeX left in the text), every internal link (and its #anchor) resolves, and each
+chapter's notebook download is a notebook with outputs. The search page must find a chapter.
+A PNG of each page is saved under _build/screenshots/. Skips where Chromium or chromedriver is
+absent; CI installs both.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import re
 import shutil
 import tempfile
@@ -38,7 +43,19 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
 webdriver = pytest.importorskip("selenium.webdriver")
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
+SUB_PATH = "/mamlbook"
+OUTSIDE: list[str] = []  # requests for anything outside the sub-path, which a published site would not serve
+
+
+class SubPathHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the book at /mamlbook/ only, like a GitHub project site; records requests elsewhere."""
+
+    def translate_path(self, path: str) -> str:
+        if path == SUB_PATH or path.startswith(SUB_PATH + "/"):
+            return super().translate_path(path[len(SUB_PATH) :] or "/")
+        OUTSIDE.append(path)
+        return str(HTML / "does-not-exist")
+
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass
 
@@ -46,8 +63,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def server():
     build_book()
-    with serve_folder(HTML, QuietHandler) as url:
-        yield url
+    with serve_folder(HTML, SubPathHandler) as url:
+        yield url + SUB_PATH
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +157,45 @@ def test_every_page_reads_well_in_a_browser(server, browser):
     for rel in checked:
         problems = check_page(browser, server, rel)
         failures += [f"{rel}: {p}" for p in problems]
+    failures += [f"a request outside {SUB_PATH}/: {path}" for path in sorted(set(OUTSIDE))]
     assert not failures, "\n".join(failures)
+
+
+def test_the_site_opens_at_its_root(server, browser):
+    browser.get(server + "/")
+    assert browser.current_url.startswith(server + "/book/intro.html"), browser.current_url
+    assert "MAML" in browser.title
+
+
+def test_search_finds_a_chapter(server, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server}/search.html?q=Omniglot")
+    links = WebDriverWait(browser, PAGE_TIMEOUT_S).until(
+        lambda d: (
+            d.execute_script("return [...document.querySelectorAll('#search-results a')].map(a => a.href);") or False
+        )
+    )
+    assert any(link.split("#")[0].endswith("/book/omniglot.html") for link in links), links
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_every_chapter_offers_its_executed_notebook(server, browser):
+    chapters = [
+        rel
+        for rel in page_list()
+        if (ROOT / rel).with_suffix(".md").exists()
+        and (ROOT / rel).with_suffix(".md").read_text().startswith("---\njupytext:")
+    ]
+    assert len(chapters) >= 10
+    for rel in chapters:
+        browser.get(f"{server}/{rel}")
+        hrefs = browser.execute_script("return [...document.querySelectorAll('a[href$=\".ipynb\"]')].map(a => a.href);")
+        assert hrefs, f"{rel}: no .ipynb download link"
+        with urllib.request.urlopen(hrefs[0], timeout=10) as response:
+            notebook = json.loads(response.read())
+        outputs = sum(len(cell.get("outputs", [])) for cell in notebook["cells"] if cell["cell_type"] == "code")
+        assert notebook["nbformat"] == 4 and outputs > 0, f"{rel}: the download has no outputs"
 
 
 def check_page(driver, server: str, rel: str) -> list[str]:

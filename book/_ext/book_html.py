@@ -3,6 +3,10 @@
 1. MathJax 3 is served from the book itself, so pages typeset math without reaching a CDN.
 2. Inline scripts that extensions add twice are emitted once (see `_dedupe_scripts`).
 3. A `/favicon.ico` exists: the top-level redirect page has no icon link, so browsers ask for it.
+4. Every chapter page offers its executed notebook (`.ipynb`, outputs included) in the download
+   menu. sphinx-book-theme does that only as part of its launch buttons, which need a repository
+   URL and fail without one; here the launch buttons are dropped until `repository.url` is set,
+   and the notebook is offered either way.
 
 On MathJax:
 
@@ -122,7 +126,55 @@ def _write_favicon_ico(app: Sphinx, exception: Exception | None) -> None:
     image.save(Path(app.outdir) / "favicon.ico", format="ICO", sizes=[(32, 32)])
 
 
+def _launch_buttons_need_a_repository(app: Sphinx, config: Config) -> None:
+    """Drop the launch buttons (Binder, Colab) while no repository URL is configured."""
+    options = config.html_theme_options
+    if not options.get("repository_url"):
+        options.pop("launch_buttons", None)
+
+
+def _executed_notebook(app: Sphinx, pagename: str) -> Path | None:
+    """myst-nb's copy of the page as a notebook, with its outputs, or None for a plain page.
+
+    With `execute_notebooks: cache`, myst-nb 1.4 writes `jupyter_execute/<page>.ipynb` without the
+    outputs it took from the cache (it renders them, but saves the notebook it read); they are
+    merged back here from the same cache record, so the download is the executed notebook.
+    """
+    path = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
+    if not path.exists():
+        return None
+    config = app.env.mystnb_config
+    if config.execution_mode == "cache":
+        import nbformat
+        from jupyter_cache import get_cache
+
+        notebook = nbformat.read(path, nbformat.NO_CONVERT)
+        if not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"):
+            try:
+                _, merged = get_cache(config.execution_cache_path).merge_match_into_notebook(notebook)
+            except KeyError:  # not in the cache: nothing to merge
+                return path
+            nbformat.write(merged, path)
+    return path
+
+
+def _offer_notebook(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Copy the page's executed notebook next to its source, for the theme's download menu."""
+    if not str(context.get("sourcename", "")).endswith((".md", ".md.txt")):
+        return
+    executed = _executed_notebook(app, pagename)
+    if executed is None:  # a Markdown page that is not a notebook
+        return
+    target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(executed, target)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
 def setup(app: Sphinx) -> dict:
+    app.connect("config-inited", _launch_buttons_need_a_repository)
+    # Before the theme's header buttons (priority 501), which read `ipynb_source`.
+    app.connect("html-page-context", _offer_notebook, priority=450)
     app.connect("build-finished", _write_favicon_ico)
     app.connect("config-inited", _configure)
     # Early (priority 100): handlers of this event stop at the first that returns a template name.

@@ -1,0 +1,77 @@
+"""Incremental builds that stay correct: jupyter-cache, invalidated when the package changes.
+
+With `execute_notebooks: cache`, myst-nb re-executes a chapter only when its code cells change
+(jupyter-cache hashes them), and Sphinx re-reads only the pages whose source changed. Neither knows
+that the chapters import the `mamlbook` package and read `book/results/`: after an edit there, both
+would serve stale outputs. This extension hashes those inputs (`book_cache_inputs` in the config,
+paths relative to the book's root) together with the smoke switch; when the hash differs from the
+one stored beside the cache, it empties the cache and marks every page for re-reading. So:
+
+- an unchanged rebuild executes nothing and writes almost nothing;
+- a prose-only edit of one chapter re-reads that page and executes nothing (a cache hit);
+- an edit of one chapter's code re-executes that chapter alone;
+- an edit of the package or of the stored results re-executes every chapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.util import logging
+
+LOGGER = logging.getLogger(__name__)
+KEY_FILE = "mamlbook-inputs.sha256"
+SKIP = {"__pycache__", ".ipynb_checkpoints"}
+
+
+def inputs_hash(root: Path, inputs: list[str], smoke: bool) -> str:
+    """sha256 over every file under `inputs` (path and bytes, sorted), and the smoke switch."""
+    digest = hashlib.sha256(f"smoke={smoke}\n".encode())
+    for name in sorted(inputs):
+        base = root / name
+        files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        for path in files:
+            if SKIP & set(path.relative_to(root).parts) or path.suffix == ".pyc":
+                continue
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _check_inputs(app: Sphinx) -> None:
+    app.env.mamlbook_inputs_changed = False
+    config = app.env.mystnb_config
+    if config.execution_mode != "cache":
+        return
+    from mamlbook.config import smoke
+
+    cache = Path(config.execution_cache_path)
+    key = inputs_hash(Path(app.confdir), list(app.config.book_cache_inputs), smoke())
+    stored = cache / KEY_FILE
+    if stored.exists() and stored.read_text().strip() == key:
+        return
+    if cache.exists():
+        LOGGER.info("book_cache: the package, the results or the smoke switch changed; re-executing every chapter")
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    stored.write_text(key + "\n")
+    app.env.mamlbook_inputs_changed = True
+
+
+def _outdated(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
+    """Every page is re-read after the inputs changed: their outputs were computed by the old code."""
+    if getattr(env, "mamlbook_inputs_changed", False):
+        return sorted(env.found_docs - added - changed)
+    return []
+
+
+def setup(app: Sphinx) -> dict:
+    app.add_config_value("book_cache_inputs", [], "env", [list])
+    # After myst-nb's own builder-inited handler (priority 500), which resolves the cache's path.
+    app.connect("builder-inited", _check_inputs, priority=900)
+    app.connect("env-get-outdated", _outdated)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
