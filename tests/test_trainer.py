@@ -133,3 +133,10 @@ def test_interrupt_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(progress=False)
     assert load_checkpoint(tmp_path)["iteration"] == 3
+
+
+def test_fit_without_plot_saves_everything_but_the_figure(tmp_path):
+    trainer = mb.Trainer(small_config(), tmp_path)
+    trainer.fit(progress=False, plot=False)
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "metrics.jsonl").exists()
+    assert not (tmp_path / "learning_curve.png").exists()

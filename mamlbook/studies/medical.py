@@ -442,7 +442,8 @@ class Study:
 
     def _train(self, config: TrainConfig, folder: Path) -> tuple[Trainer, list[dict[str, Any]]]:
         trainer = Trainer.resume(folder) if (folder / "checkpoint.pt").exists() else Trainer(config, folder)
-        history = trainer.fit(progress=False)
+        # Small runs are the chapter's smoke test: a learning curve per tiny run would cost more than the run.
+        history = trainer.fit(progress=False, plot=not self.small)
         return trainer, history
 
     def _meta_rows(self, job, folder, batches) -> list[dict[str, Any]]:

@@ -244,8 +244,9 @@ class Trainer:
         }
         return row
 
-    def fit(self, iterations: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
-        """Train until `iterations` meta-iterations in total (default: the config's), then save."""
+    def fit(self, iterations: int | None = None, progress: bool = True, plot: bool = True) -> list[dict[str, Any]]:
+        """Train until `iterations` meta-iterations in total (default: the config's), then save (and,
+        with `plot`, draw learning_curve.png: studies of many tiny runs skip it)."""
         c = self.config
         target = c.iterations if iterations is None else iterations
         window: list[float] = []
@@ -281,7 +282,7 @@ class Trainer:
                 bar.close()
             if self.out is not None:
                 self._on_rank0(self.save)
-                if writer:
+                if writer and plot:
                     self.plot()
         return self.history
 
