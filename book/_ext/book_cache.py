@@ -10,7 +10,9 @@ one stored beside the cache, it empties the cache and marks every page for re-re
 - an unchanged rebuild executes nothing and writes almost nothing;
 - a prose-only edit of one chapter re-reads that page and executes nothing (a cache hit);
 - an edit of one chapter's code re-executes that chapter alone;
-- an edit of the package or of the stored results re-executes every chapter.
+- an edit of the package or of the stored results re-executes every chapter;
+- a chapter whose execution failed is executed again on the next build, even if unchanged (Sphinx
+  would otherwise keep the failed page: its source did not change).
 """
 
 from __future__ import annotations
@@ -63,10 +65,18 @@ def _check_inputs(app: Sphinx) -> None:
 
 
 def _outdated(app: Sphinx, env: BuildEnvironment, added: set, changed: set, removed: set) -> list[str]:
-    """Every page is re-read after the inputs changed: their outputs were computed by the old code."""
+    """Every page after the inputs changed (their outputs came from the old code); pages whose
+    execution failed last time, always (a fixed data folder or a transient error deserves a retry)."""
+    from myst_nb.sphinx_ import NbMetadataCollector
+
     if getattr(env, "mamlbook_inputs_changed", False):
         return sorted(env.found_docs - added - changed)
-    return []
+    failed = []
+    for docname in env.found_docs - added - changed:
+        data = NbMetadataCollector.get_exec_data(env, docname)
+        if data is not None and not data.get("succeeded", True):
+            failed.append(docname)
+    return sorted(failed)
 
 
 def setup(app: Sphinx) -> dict:

@@ -124,6 +124,16 @@ def _write_favicon_ico(app: Sphinx, exception: Exception | None) -> None:
     image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
     ImageDraw.Draw(image).rounded_rectangle((0, 0, 31, 31), radius=6, fill=(31, 95, 139, 255))
     image.save(Path(app.outdir) / "favicon.ico", format="ICO", sizes=[(32, 32)])
+    # The top-level redirect (sphinx-external-toc writes a bare one only where none exists) names
+    # its icon: without a link the browser asks for /favicon.ico at the host's root, which on a
+    # project site (https://<owner>.github.io/<repo>/) is not the book's.
+    target = f"{app.config.root_doc}.html"
+    (Path(app.outdir) / "index.html").write_text(
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8">\n<title>{app.config.project}</title>\n'
+        f'<link rel="icon" href="favicon.ico">\n<meta http-equiv="Refresh" content="0; url={target}" />\n'
+        f'</head><body><a href="{target}">{app.config.project}</a></body></html>\n',
+        encoding="utf8",
+    )
 
 
 def _launch_buttons_need_a_repository(app: Sphinx, config: Config) -> None:
