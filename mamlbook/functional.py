@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -43,3 +44,12 @@ def check_params(model: nn.Module, params: Mapping[str, Tensor]) -> None:
                 f"parameter {name!r} has shape {tuple(params[name].shape)}, "
                 f"but {type(model).__name__} needs {tuple(p.shape)}"
             )
+
+
+def load_params_(model: nn.Module, params: Mapping[str, Tensor], saved: Mapping[str, Tensor]) -> None:
+    """Copy `saved` into the live tensors of `params` in place (checked against `model` first), so
+    that optimizers holding those tensors keep working after a resume."""
+    check_params(model, saved)
+    with torch.no_grad():
+        for name, value in params.items():
+            value.copy_(saved[name])

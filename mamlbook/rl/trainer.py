@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..functional import Params, check_params, params_of
+from ..functional import Params, check_params, load_params_, params_of
 from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .envs import HORIZON, sample_goals
 from .estimators import ESTIMATORS, adapt, build_meta_batch, kl_hessian_product, meta_objective
@@ -208,10 +208,7 @@ class Nav2DTrainer:
         return trainer
 
     def load_state(self, payload: dict[str, Any]) -> None:
-        check_params(self.policy, payload["params"])
-        with torch.no_grad():
-            for k, v in self.params.items():
-                v.copy_(payload["params"][k])
+        load_params_(self.policy, self.params, payload["params"])
         if isinstance(self.outer, PPO):
             self.outer.load_state_dict(payload["outer"], self.params)
         else:

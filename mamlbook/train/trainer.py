@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..functional import Params, check_params, params_of
+from ..functional import Params, load_params_, params_of
 from ..losses import LossFn
 from ..meta.reptile import reptile_pseudo_gradient
 from ..tasks import TaskBatch
@@ -389,10 +389,8 @@ class Trainer:
         return trainer
 
     def load_state(self, payload: dict[str, Any]) -> None:
-        check_params(self.model, payload["params"])
+        load_params_(self.model, self.params, payload["params"])
         with torch.no_grad():
-            for k, v in self.params.items():
-                v.copy_(payload["params"][k])
             for k, v in self.rates.items():
                 v.copy_(payload["rates"][k])
             for k, v in self.model.named_buffers():
