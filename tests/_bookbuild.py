@@ -70,7 +70,7 @@ def _stage() -> None:
             raise AssertionError(f"{doc}: jupytext and myst-nb read different code cells; the build would run it")
         cache.cache_notebook_bundle(CacheBundleIn(notebook, str(STAGE / f"{doc}.md")), check_validity=False)
     book_cache = _book_cache_module()
-    key = book_cache.inputs_hash(STAGE, ["mamlbook", "book/results"], smoke=True)
+    key = book_cache.inputs_hash(book_cache.input_files(STAGE, ["mamlbook", "book/results"]), smoke=True)
     (cache_dir / book_cache.KEY_FILE).write_text(key + "\n")
 
 
@@ -112,7 +112,7 @@ def executed_during_build(result: subprocess.CompletedProcess) -> list[str]:
     return re.findall(r"(\S+\.md): Executing notebook", log)
 
 
-def pages() -> list[Path]:
-    """Every HTML page of the built book (the theme's own assets excluded)."""
+def pages(html: Path = HTML) -> list[Path]:
+    """Every HTML page of the built book under `html` (the theme's own assets excluded)."""
     skip = {"_static", "_sources", "_images", "reports"}
-    return sorted(p for p in HTML.rglob("*.html") if not skip & set(p.relative_to(HTML).parts))
+    return sorted(p for p in html.rglob("*.html") if not skip & set(p.relative_to(html).parts))

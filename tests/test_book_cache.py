@@ -73,8 +73,9 @@ def make_book(book: Path) -> None:
     (book / "pkg" / "helper.py").write_text("VALUE = 1\n")
 
 
-def build(book: Path, log: Path) -> tuple[list[str], float]:
-    """Build (as `make book` does: no --all); return the chapters executed and the seconds taken."""
+def build(book: Path, log: Path) -> tuple[list[str], float, str]:
+    """Build (as `make book` does: no --all); return the chapters executed, the seconds taken and
+    the build's log."""
     before = log.read_text().split() if log.exists() else []
     jb = Path(sys.executable).with_name("jupyter-book")
     env = {**os.environ, "EXECUTION_LOG": str(log), "MAMLBOOK_SMOKE": "1"}
@@ -85,7 +86,7 @@ def build(book: Path, log: Path) -> tuple[list[str], float]:
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     after = log.read_text().split() if log.exists() else []
-    return after[len(before) :], seconds
+    return after[len(before) :], seconds, result.stdout + result.stderr
 
 
 def test_rebuilds_execute_only_what_changed(tmp_path):
@@ -94,7 +95,7 @@ def test_rebuilds_execute_only_what_changed(tmp_path):
     make_book(book)
     html = book / "_build" / "html"
 
-    executed, first = build(book, log)
+    executed, first, _ = build(book, log)
     assert sorted(executed) == ["a", "b"]
     # Every chapter page offers its executed notebook, outputs included, and launch buttons.
     notebook = html / "_sources" / "a.ipynb"
@@ -102,23 +103,44 @@ def test_rebuilds_execute_only_what_changed(tmp_path):
     page = (html / "a.html").read_text()
     assert "_sources/a.ipynb" in page and "mybinder.org" in page
 
-    executed, unchanged = build(book, log)
+    executed, unchanged, output = build(book, log)
     assert executed == [], "an unchanged rebuild executes nothing"
+    assert "book_cache: inputs changed" not in output
 
     write_chapter(book, "a", prose="Edited prose, the same code.")
-    executed, prose = build(book, log)
+    executed, prose, _ = build(book, log)
     assert executed == [], "a prose-only edit executes nothing"
     assert "Edited prose" in (html / "a.html").read_text(), "the edited page was rebuilt"
 
     write_chapter(book, "b", output="changed code")
-    executed, code = build(book, log)
+    executed, code, _ = build(book, log)
     assert executed == ["b"], "a code edit re-executes that chapter alone"
     assert "changed code" in (html / "b.html").read_text()
 
     (book / "pkg" / "helper.py").write_text("VALUE = 2\n")
-    executed, package = build(book, log)
+    executed, package, output = build(book, log)
     assert sorted(executed) == ["a", "b"], "a change to the package re-executes every chapter"
+    assert "inputs changed (changed: pkg/helper.py)" in output, "the log names the file that caused it"
     print(
         f"build times: full {first:.1f} s, unchanged {unchanged:.1f} s, prose {prose:.1f} s, "
         f"code {code:.1f} s, package {package:.1f} s"
     )
+
+
+def test_the_log_says_why_everything_re_executes():
+    """describe_change names the changed, added and removed inputs, or the smoke switch."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("book_cache", ROOT / "book" / "_ext" / "book_cache.py")
+    book_cache = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(book_cache)
+    old = {"smoke": False, "files": {"pkg/a.py": "01", "pkg/b.py": "02", "pkg/gone.py": "03"}}
+    new = {"smoke": False, "files": {"pkg/a.py": "01", "pkg/b.py": "ff", "pkg/new.py": "04"}}
+    assert book_cache.describe_change(old, new) == "changed: pkg/b.py; added: pkg/new.py; removed: pkg/gone.py"
+    assert "smoke switch changed (False -> True)" in book_cache.describe_change(old, {**old, "smoke": True})
+    many = {"smoke": False, "files": {f"pkg/{i}.py": "00" for i in range(8)}}
+    assert book_cache.describe_change({"smoke": False, "files": {}}, many).endswith("and 3 more")
+    # The key follows every file's bytes and the switch.
+    files = {"pkg/a.py": "01" * 32}
+    assert book_cache.inputs_hash(files, False) != book_cache.inputs_hash(files, True)
+    assert book_cache.inputs_hash(files, False) != book_cache.inputs_hash({"pkg/a.py": "02" * 32}, False)

@@ -7,6 +7,11 @@ MathJax (no raw TeX left in the text), every internal link (and its #anchor) res
 chapter's notebook download is a notebook with outputs. The search page must find a chapter.
 A PNG of each page is saved under _build/screenshots/. Skips where Chromium or chromedriver is
 absent; CI installs both.
+
+By default the book is built here from the chapters' smoke executions. `MAMLBOOK_SITE=_build/site`
+checks a folder already built instead, such as the full-size site of `make site`:
+
+    MAMLBOOK_SITE=_build/site .venv/bin/python -m pytest tests/test_browser.py
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -43,6 +49,8 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
 webdriver = pytest.importorskip("selenium.webdriver")
 
 
+# The folder served: a site already built (MAMLBOOK_SITE), or the book built from the smoke executions.
+SITE = Path(os.environ["MAMLBOOK_SITE"]).resolve() if os.environ.get("MAMLBOOK_SITE") else HTML
 SUB_PATH = "/mamlbook"
 OUTSIDE: list[str] = []  # requests for anything outside the sub-path, which a published site would not serve
 
@@ -54,7 +62,7 @@ class SubPathHandler(http.server.SimpleHTTPRequestHandler):
         if path == SUB_PATH or path.startswith(SUB_PATH + "/"):
             return super().translate_path(path[len(SUB_PATH) :] or "/")
         OUTSIDE.append(path)
-        return str(HTML / "does-not-exist")
+        return str(SITE / "does-not-exist")
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass
@@ -62,8 +70,8 @@ class SubPathHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def server():
-    build_book()
-    with serve_folder(HTML, SubPathHandler) as url:
+    site()
+    with serve_folder(SITE, SubPathHandler) as url:
         yield url + SUB_PATH
 
 
@@ -144,9 +152,17 @@ const started = Date.now();
 """
 
 
+def site() -> Path:
+    """The folder to check, built first unless MAMLBOOK_SITE names one."""
+    if SITE == HTML:
+        build_book()
+    elif not (SITE / "index.html").exists():
+        pytest.fail(f"MAMLBOOK_SITE={SITE}: no index.html there; build it first (make site)")
+    return SITE
+
+
 def page_list() -> list[str]:
-    build_book()
-    return [p.relative_to(HTML).as_posix() for p in pages()]
+    return [p.relative_to(SITE).as_posix() for p in pages(site())]
 
 
 def test_every_page_reads_well_in_a_browser(server, browser):
