@@ -10,8 +10,9 @@ imports only those below it):
   `Lines`, `HalfPlanes`, `Omniglot`, and `FewShotClassification`, N-way K-shot tasks over any
   labelled tensor or image folder;
 - `models`: plain `nn.Module`s that work under `functional_call`: `LinearModel`, `SineMLP`, `Conv4`;
-- `meta`: the inner loop (`adapt`, order 2, 1 or 0), inner rules `SGD`, `MetaSGD`, `LSLR`, and
-  MAML's per-task objective `task_query_loss`;
+- `meta`: the inner loop (`adapt`, order 2, 1 or 0), its settings as one value (`InnerLoop`, what
+  every execution strategy takes), inner rules `SGD`, `MetaSGD`, `LSLR`, and MAML's per-task
+  objective `task_query_loss`;
 - `engine`: `meta_loss` and `meta_gradient` over a meta-batch by strategy ("loop", "vmap",
   "folded", "checkpointed", "threads" or "auto"; `explain_auto` says why), and iMAML;
 - `train`: algorithms by name, `TrainConfig`, the `Trainer` (progress, validation, atomic
@@ -37,7 +38,7 @@ from .engine import STRATEGIES, explain_auto, meta_gradient, meta_loss, query_lo
 from .engine.imaml import imaml_query_losses
 from .functional import Params, forward, params_of
 from .losses import get_loss
-from .meta import LSLR, SGD, MetaSGD, adapt, task_query_loss
+from .meta import LSLR, SGD, InnerLoop, MetaSGD, adapt, task_query_loss
 from .meta.anil import anil_rule
 from .models import LinearModel, LogisticRegression, SineMLP, make_model
 from .reports.lake import evaluate_lake_runs, mhd_errors
@@ -83,6 +84,7 @@ __all__ = [
     "TaskSource",
     "FewShotClassification",
     "HalfPlanes",
+    "InnerLoop",
     "LinearModel",
     "Lines",
     "Omniglot",

@@ -15,7 +15,7 @@ from mamlbook.engine import STRATEGIES, resolve_strategy
 from mamlbook.engine.chain import NotFoldable, is_foldable
 from mamlbook.engine.folded import folded_query_losses
 from mamlbook.engine.strategy import auto_strategy, available_strategies, explain_auto
-from mamlbook.meta import MetaSGD
+from mamlbook.meta import InnerLoop, MetaSGD
 from mamlbook.models import Conv4, SineMLP
 from mamlbook.tasks import Sinusoid
 
@@ -116,7 +116,7 @@ def test_unsupported_models_are_refused_clearly() -> None:
     model = Branchy()
     assert not is_foldable(model)
     with pytest.raises(NotFoldable, match="chain|no rule|calls"):
-        folded_query_losses(model, dict(model.named_parameters()), batch, "mse", 1, 0.01, 2)
+        folded_query_losses(model, dict(model.named_parameters()), batch, InnerLoop("mse", 1, 0.01, 2))
     assert "folded" not in available_strategies(model)
     assert is_foldable(Conv4(hidden=4))
 
@@ -126,7 +126,7 @@ def test_auto_picks_a_right_strategy() -> None:
     assert auto_strategy(conv, "cpu") == "loop"
     assert auto_strategy(conv, "cuda") == "folded"
     assert resolve_strategy("auto", conv) == "loop"  # the model lives on the CPU
-    assert auto_strategy(SineMLP(), "cpu") == "vmap"
+    assert auto_strategy(SineMLP(), "cpu") == "folded"
     assert auto_strategy(SineMLP(), "cuda") == "folded"
     assert resolve_strategy("auto", Branchy()) == "vmap"
     name, reason = explain_auto(conv, "cpu")
@@ -148,4 +148,7 @@ def test_auto_runs_anil_folded_and_a_full_rule_as_before() -> None:
     assert resolve_strategy("auto", conv, everything) == "loop", "a subset that adapts the first layer saves nothing"
     sine = dict(task="sinusoid", model="sine-mlp", iterations=1)
     assert Trainer(TrainConfig(**sine, algorithm="anil")).strategy == "folded"
-    assert Trainer(TrainConfig(**sine, algorithm="maml")).strategy == "vmap"
+    assert Trainer(TrainConfig(**sine, algorithm="maml")).strategy == "folded"  # on the CPU, for any foldable MLP
+    mlp = SineMLP()
+    assert "adapts only the last layers" in explain_auto(mlp, "cpu", anil_rule(mlp, 0.4))[1]
+    assert "adapts only the last layers" not in explain_auto(mlp, "cpu")[1]

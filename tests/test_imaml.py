@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mamlbook.engine.imaml import conjugate_gradient, imaml_query_losses, proximal_adapt
+from mamlbook.meta import InnerLoop
 from mamlbook.tasks import Sinusoid, TaskBatch
 
 
@@ -31,7 +32,7 @@ def test_implicit_gradient_matches_unrolled_converged_inner_loop() -> None:
     model, params, batch = small_problem()
     lam, lr, steps = 2.0, 0.1, 400
     theta = {k: v.detach().requires_grad_() for k, v in params.items()}
-    losses = imaml_query_losses(model, theta, batch, "mse", steps, lr, 2, lam=lam, cg_steps=40)
+    losses = imaml_query_losses(model, theta, batch, InnerLoop("mse", steps, lr, 2), lam=lam, cg_steps=40)
     implicit = torch.autograd.grad(losses.sum(), list(theta.values()))
 
     from mamlbook.engine.chain import fold_input
@@ -56,16 +57,20 @@ def test_implicit_gradient_matches_unrolled_converged_inner_loop() -> None:
 def test_first_order_and_order_zero() -> None:
     model, params, batch = small_problem()
     theta = {k: v.detach().requires_grad_() for k, v in params.items()}
-    first = torch.autograd.grad(imaml_query_losses(model, theta, batch, "mse", 5, 0.1, 1).sum(), list(theta.values()))
-    second = torch.autograd.grad(imaml_query_losses(model, theta, batch, "mse", 5, 0.1, 2).sum(), list(theta.values()))
+    first, second = (
+        torch.autograd.grad(
+            imaml_query_losses(model, theta, batch, InnerLoop("mse", 5, 0.1, order)).sum(), list(theta.values())
+        )
+        for order in (1, 2)
+    )
     assert any(not torch.allclose(a, b) for a, b in zip(first, second, strict=True))
-    assert not imaml_query_losses(model, theta, batch, "mse", 5, 0.1, 0).requires_grad
+    assert not imaml_query_losses(model, theta, batch, InnerLoop("mse", 5, 0.1, 0)).requires_grad
 
 
 def test_proximal_adapt_lowers_support_loss_and_leaves_theta_alone() -> None:
     model, params, batch = small_problem()
     before = {k: v.detach().clone() for k, v in params.items()}
-    phi = proximal_adapt(model, params, batch.support_x, batch.support_y, "mse", 20, 0.1, 1.0)
+    phi = proximal_adapt(model, params, batch.support_x, batch.support_y, InnerLoop("mse", 20, 0.1), 1.0)
     from mamlbook.engine.chain import fold_input
     from mamlbook.engine.folded import expand_params, folded_forward, per_task_loss
 
@@ -79,6 +84,6 @@ def test_proximal_adapt_lowers_support_loss_and_leaves_theta_alone() -> None:
 def test_rejects_rules_and_bad_lambda() -> None:
     model, params, batch = small_problem()
     with pytest.raises(ValueError, match="rule"):
-        imaml_query_losses(model, params, batch, "mse", 1, 0.1, 2, rule=object())
+        imaml_query_losses(model, params, batch, InnerLoop("mse", 1, 0.1, 2, rule=object()))
     with pytest.raises(ValueError, match="lam"):
-        imaml_query_losses(model, params, batch, "mse", 1, 0.1, 2, lam=0.0)
+        imaml_query_losses(model, params, batch, InnerLoop("mse", 1, 0.1, 2), lam=0.0)

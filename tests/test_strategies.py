@@ -1,5 +1,7 @@
 """Every execution strategy computes the loop's meta-loss and meta-gradient (float64)."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import relative_error
@@ -32,7 +34,7 @@ def test_vmap_is_refused_for_batch_norm_and_auto_falls_back_to_the_loop():
 
     model = Conv4(hidden=4)
     assert mb.resolve_strategy("auto", model) == "loop"
-    assert mb.resolve_strategy("auto", mb.SineMLP()) == "vmap"
+    assert mb.resolve_strategy("auto", mb.SineMLP()) == "folded"
     batch = mb.TaskBatch(
         torch.randn(2, 5, 1, 28, 28),
         torch.randint(0, 5, (2, 5)),
@@ -46,3 +48,33 @@ def test_vmap_is_refused_for_batch_norm_and_auto_falls_back_to_the_loop():
 def test_unknown_strategy_is_named():
     with pytest.raises(ValueError, match="unknown strategy 'warp'"):
         mb.resolve_strategy("warp", mb.SineMLP())
+
+
+@pytest.mark.parametrize("settings", [{"steps": 0}, {"steps": -2}, {"steps": 1.5}, {"steps": True}, {"order": 3}])
+def test_inner_loop_refuses_bad_settings_as_query_losses_did(sine_model64, sine_batch64, settings):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1|order must be 2") as made:
+        mb.InnerLoop(**settings)
+    with pytest.raises(ValueError) as called:
+        mb.query_losses(sine_model64, mb.params_of(sine_model64), sine_batch64, **settings)
+    assert str(made.value) == str(called.value)
+
+
+def test_inner_loop_is_frozen():
+    inner = mb.InnerLoop("mse", steps=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        inner.steps = 3  # type: ignore[misc]
+    assert inner.steps == 2
+
+
+@pytest.mark.parametrize("learned", [False, True])
+@pytest.mark.parametrize("strategy", [s for s in mb.STRATEGIES if s != "closed-compiled"])  # compiles for minutes
+def test_a_strategy_called_with_an_inner_loop_gives_query_losses(sine_model64, sine_batch64, strategy, learned):
+    theta = mb.params_of(sine_model64)
+    rule = mb.MetaSGD.like(theta, 0.05) if learned else None
+    inner = mb.InnerLoop("mse", steps=2, inner_lr=0.05, order=2, rule=rule)
+    direct = mb.STRATEGIES[strategy](sine_model64, theta, sine_batch64, inner)
+    by_keywords = mb.query_losses(
+        sine_model64, theta, sine_batch64, loss_fn="mse", steps=2, inner_lr=0.05, order=2, strategy=strategy, rule=rule
+    )
+    assert direct.shape == (len(sine_batch64),)
+    assert torch.allclose(direct, by_keywords, rtol=1e-12, atol=0)

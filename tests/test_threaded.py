@@ -56,11 +56,11 @@ def test_threads_work_with_more_workers_than_tasks_and_keep_task_order(conv64):
     batch = conv_batch(3, torch.Generator().manual_seed(3))
     loop = mb.query_losses(conv64, theta, batch, "ce", 1, 0.4, 2, "loop")
     for workers in (2, 3, 7):
-        losses = threaded_query_losses(conv64, theta, batch, "ce", 1, 0.4, 2, workers=workers)
+        losses = threaded_query_losses(conv64, theta, batch, mb.InnerLoop("ce", 1, 0.4, 2), workers=workers)
         assert torch.allclose(losses, loop, rtol=1e-12)
     assert _shares(5, 2) == [[0, 2, 4], [1, 3]]
     with pytest.raises(ValueError, match="at least 1"):
-        threaded_query_losses(conv64, theta, batch, "ce", 1, 0.4, 2, workers=0)
+        threaded_query_losses(conv64, theta, batch, mb.InnerLoop("ce", 1, 0.4, 2), workers=0)
 
 
 def test_threads_restore_the_intra_op_thread_count(conv64):
@@ -79,7 +79,7 @@ def test_threads_refuse_per_step_batch_norm(conv64):
     model = algorithm.prepare_model(conv64, 2)
     batch = conv_batch(2, torch.Generator().manual_seed(5))
     with pytest.raises(ValueError, match="loop strategy"):
-        threaded_query_losses(model, mb.params_of(model), batch, "ce", 2, 0.4, 2, workers=2)
+        threaded_query_losses(model, mb.params_of(model), batch, mb.InnerLoop("ce", 2, 0.4, 2), workers=2)
 
 
 def test_threads_without_grad_give_the_losses_and_keep_no_graph(conv64):
@@ -87,7 +87,7 @@ def test_threads_without_grad_give_the_losses_and_keep_no_graph(conv64):
     batch = conv_batch(4, torch.Generator().manual_seed(6))
     loop = mb.query_losses(conv64, theta, batch, "ce", 2, 0.4, 2, "loop")
     with torch.no_grad():
-        losses = threaded_query_losses(conv64, theta, batch, "ce", 2, 0.4, 2, workers=2)
+        losses = threaded_query_losses(conv64, theta, batch, mb.InnerLoop("ce", 2, 0.4, 2), workers=2)
     assert not losses.requires_grad
     assert torch.allclose(losses, loop.detach(), rtol=1e-12)
 

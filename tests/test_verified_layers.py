@@ -237,9 +237,9 @@ def test_auto_does_not_trust_vmap_through_layer_norm() -> None:
 def test_a_model_of_verified_layers_keeps_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(verified, "measure", lambda *args: pytest.fail("a verified model was probed"))
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.Tanh(), nn.Linear(16, 5))
-    assert explain_auto(model, "cpu")[0] == "vmap"
-    assert explain_auto(model, "cpu", batch=digits())[0] == "vmap"
-    assert resolve_strategy("auto", mb.SineMLP()) == "vmap"
+    assert explain_auto(model, "cpu")[0] == "folded"
+    assert explain_auto(model, "cpu", batch=digits())[0] == "folded"
+    assert resolve_strategy("auto", mb.SineMLP()) == "folded"
     assert available_strategies(model) == ["loop", "vmap", "folded", "checkpointed", "threads"]
 
 
@@ -324,7 +324,7 @@ def test_the_probe_decides_once_per_structure(monkeypatch: pytest.MonkeyPatch) -
     name, reason = explain_auto(FunctionalLayerNorm(), "cpu", batch=batch)
     assert name == "loop" and "F.layer_norm is not verified for vmap" in reason
     assert calls == ["vmap", "vmap"]
-    assert explain_auto(vector(nn.Linear(4, 4)), "cpu", batch=batch)[0] == "vmap"
+    assert explain_auto(vector(nn.Linear(4, 4)), "cpu", batch=batch)[0] == "folded"
     assert calls == ["vmap", "vmap"], "a verified model needs no probe"
 
 

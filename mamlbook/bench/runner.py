@@ -28,6 +28,7 @@ from torch import nn
 from ..engine import STRATEGIES, meta_gradient
 from ..engine.imaml import imaml_query_losses
 from ..engine.strategy import available_strategies
+from ..meta import InnerLoop
 from ..meta.anil import anil_rule
 from ..models import Conv4, SineMLP
 from ..tasks import Sinusoid, TaskBatch
@@ -117,10 +118,11 @@ def _impl_gradient(impl: str, model: nn.Module, problem: Problem, steps: int, or
     """A function batch -> (loss, grads) for `algorithm:strategy` (mamlbook, anil) or imaml."""
     algorithm, _, strategy = impl.partition(":")
     if algorithm == "imaml":
+        inner = InnerLoop(problem.loss, steps, problem.inner_lr, order)
 
         def imaml(params: dict, batch: TaskBatch):
             leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
-            loss = imaml_query_losses(model, leaves, batch, problem.loss, steps, problem.inner_lr, order).mean()
+            loss = imaml_query_losses(model, leaves, batch, inner).mean()
             return loss.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
 
         return imaml

@@ -14,27 +14,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..losses import LossFn
-from ..meta import SGD, InnerRule
+from ..meta import InnerLoop
 from ..tasks import TaskBatch
 from .chain import fold_input, trace_chain
 from .folded import expand_params, folded_forward, per_task_loss
 
 
 def checkpointed_query_losses(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    batch: TaskBatch,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int,
-    rule: InnerRule | None = None,
+    model: nn.Module, params: Mapping[str, Tensor], batch: TaskBatch, inner: InnerLoop
 ) -> Tensor:
     """Per-task query losses `[B]`; each inner step is recomputed in the backward instead of stored."""
     trace_chain(model)
     tasks = len(batch)
-    update = rule if rule is not None else SGD(inner_lr)
+    loss_fn, order, update = inner.loss_fn, inner.order, inner.update
     sx = fold_input(batch.support_x)
     current = expand_params(params, tasks)
     if order == 0:
@@ -52,7 +44,7 @@ def checkpointed_query_losses(
         updated = update(dict(zip(names, values, strict=True)), g, step)
         return tuple(updated[k] for k in names)
 
-    for step in range(steps):
+    for step in range(inner.steps):
         values = tuple(current[k] for k in names)
         if order == 0 or not any(v.requires_grad for v in values):
             out = one_step(step, *values)

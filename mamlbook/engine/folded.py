@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..functional import Params
 from ..losses import LossFn, get_loss
-from ..meta import SGD, InnerRule, Subset
+from ..meta import InnerLoop, Subset
 from ..tasks import TaskBatch
 from .chain import Layer, NotFoldable, fold_input, layer_param, trace_chain
 from .shared import shared_forward
@@ -103,11 +103,7 @@ def folded_adapt(
     params: Mapping[str, Tensor],
     support_x: Tensor,
     support_y: Tensor,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int,
-    rule: InnerRule | None = None,
+    inner: InnerLoop,
     adapt_names: Collection[str] | None = None,
     layers: list[Layer] | None = None,
 ) -> Params:
@@ -117,13 +113,14 @@ def folded_adapt(
     `adapt_names` restricts adaptation to those parameters (ANIL: the head); the others stay shared.
     """
     tasks = support_y.shape[0]
-    update = rule if rule is not None else SGD(inner_lr)
+    order = inner.order
+    update = inner.update
     sx = fold_input(support_x) if layers is None else support_x
     current = expand_params(params, tasks)
     if order == 0:
         current = {k: v.detach() for k, v in current.items()}
     names = [k for k in current if adapt_names is None or k in adapt_names]
-    for step in range(steps):
+    for step in range(inner.steps):
         leaves = dict(current)
         for k in names:
             if not leaves[k].requires_grad:
@@ -131,7 +128,7 @@ def folded_adapt(
         with torch.enable_grad():
             # Tasks are independent, so the gradient of the sum is each task's own gradient.
             out = folded_forward(model, leaves, sx, tasks, layers)
-            loss = per_task_loss(loss_fn, out, support_y).sum()
+            loss = per_task_loss(inner.loss_fn, out, support_y).sum()
             grads = torch.autograd.grad(loss, [leaves[k] for k in names], create_graph=order == 2, allow_unused=True)
         g = {k: torch.zeros_like(leaves[k]) if v is None else v for k, v in zip(names, grads, strict=True)}
         if order < 2:
@@ -152,16 +149,7 @@ def frozen_prefix(layers: list[Layer], params: Mapping[str, Tensor], adapted: Co
     return len(layers)
 
 
-def folded_query_losses(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    batch: TaskBatch,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int,
-    rule: InnerRule | None = None,
-) -> Tensor:
+def folded_query_losses(model: nn.Module, params: Mapping[str, Tensor], batch: TaskBatch, inner: InnerLoop) -> Tensor:
     """Per-task query losses `[B]` with every task folded into one graph.
 
     With a `Subset` rule (ANIL adapts the head only), the layers before the first adapted one run
@@ -170,14 +158,14 @@ def folded_query_losses(
     """
     layers = trace_chain(model)
     tasks = len(batch)
-    adapted = rule.names if isinstance(rule, Subset) else None
+    adapted = inner.rule.names if isinstance(inner.rule, Subset) else None
     first = 0 if adapted is None else frozen_prefix(layers, params, adapted)
     if first > 0:
-        shared = {k: v.detach() for k, v in params.items()} if order == 0 else params
+        shared = {k: v.detach() for k, v in params.items()} if inner.order == 0 else params
         sx = shared_forward(shared, batch.support_x, layers[:first])
         qx = shared_forward(shared, batch.query_x, layers[:first])
     else:
         sx, qx = fold_input(batch.support_x), fold_input(batch.query_x)
     tail = layers[first:]
-    current = folded_adapt(model, params, sx, batch.support_y, loss_fn, steps, inner_lr, order, rule, adapted, tail)
-    return per_task_loss(loss_fn, folded_forward(model, current, qx, tasks, tail), batch.query_y)
+    current = folded_adapt(model, params, sx, batch.support_y, inner, adapted, tail)
+    return per_task_loss(inner.loss_fn, folded_forward(model, current, qx, tasks, tail), batch.query_y)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..losses import LossFn
+from ..meta import InnerLoop
 from ..tasks import TaskBatch
 from .chain import fold_input, trace_chain
 from .folded import expand_params, folded_forward, per_task_loss
@@ -57,23 +57,22 @@ def proximal_adapt(
     params: Mapping[str, Tensor],
     support_x: Tensor,
     support_y: Tensor,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
+    inner: InnerLoop,
     lam: float,
 ) -> dict[str, Tensor]:
-    """`steps` of gradient descent on support loss + lam/2 ||phi - theta||^2, no graph kept: `[B, *shape]`."""
+    """`inner.steps` of gradient descent on support loss + lam/2 ||phi - theta||^2 at `inner.inner_lr`,
+    no graph kept (`inner.order` is for the backward): `[B, *shape]`."""
     tasks = support_x.shape[0]
     anchor = {k: v.detach() for k, v in expand_params(params, tasks).items()}
     sx = fold_input(support_x)
     phi = {k: v.clone() for k, v in anchor.items()}
-    for _ in range(steps):
+    for _ in range(inner.steps):
         leaves = {k: v.requires_grad_() for k, v in phi.items()}
         with torch.enable_grad():
-            loss = per_task_loss(loss_fn, folded_forward(model, leaves, sx, tasks), support_y).sum()
+            loss = per_task_loss(inner.loss_fn, folded_forward(model, leaves, sx, tasks), support_y).sum()
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         phi = {
-            k: (p - inner_lr * ((0 if g is None else g) + lam * (p - anchor[k]))).detach()
+            k: (p - inner.inner_lr * ((0 if g is None else g) + lam * (p - anchor[k]))).detach()
             for (k, p), g in zip(leaves.items(), grads, strict=True)
         }
     return phi
@@ -85,16 +84,9 @@ class _Implicit(torch.autograd.Function):
     @staticmethod
     def forward(ctx, config: dict, *theta: Tensor) -> tuple[Tensor, ...]:
         names = config["names"]
-        phi = proximal_adapt(
-            config["model"],
-            dict(zip(names, theta, strict=True)),
-            config["support_x"],
-            config["support_y"],
-            config["loss_fn"],
-            config["steps"],
-            config["inner_lr"],
-            config["lam"],
-        )
+        theta_by_name = dict(zip(names, theta, strict=True))
+        sx, sy = config["support_x"], config["support_y"]
+        phi = proximal_adapt(config["model"], theta_by_name, sx, sy, config["inner"], config["lam"])
         ctx.config = config
         out = tuple(phi[k] for k in names)
         ctx.save_for_backward(*out)
@@ -105,12 +97,12 @@ class _Implicit(torch.autograd.Function):
         config = ctx.config
         phi = [p.detach().requires_grad_() for p in ctx.saved_tensors]
         rhs = [torch.zeros_like(p) if g is None else g for p, g in zip(phi, grad_phi, strict=True)]
-        if config["order"] == 2:
+        if config["inner"].order == 2:
             tasks = config["support_x"].shape[0]
             with torch.enable_grad():
                 params = dict(zip(config["names"], phi, strict=True))
                 out = folded_forward(config["model"], params, fold_input(config["support_x"]), tasks)
-                loss = per_task_loss(config["loss_fn"], out, config["support_y"]).sum()
+                loss = per_task_loss(config["inner"].loss_fn, out, config["support_y"]).sum()
                 grads = torch.autograd.grad(loss, phi, create_graph=True, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(phi, grads, strict=True)]
             lam = config["lam"]
@@ -128,21 +120,17 @@ def imaml_query_losses(
     model: nn.Module,
     params: Mapping[str, Tensor],
     batch: TaskBatch,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int = 2,
-    rule: None = None,
+    inner: InnerLoop,
     *,
     lam: float = 1.0,
     cg_steps: int = 5,
 ) -> Tensor:
     """Per-task query losses `[B]` at the proximal solution; their gradient is iMAML's meta-gradient.
 
-    order 2: the implicit gradient (CG with `cg_steps` Hessian-vector products); order 1: the
-    first-order approximation (d phi / d theta = I); order 0: no meta-gradient.
+    `inner.order` 2: the implicit gradient (CG with `cg_steps` Hessian-vector products); 1: the
+    first-order approximation (d phi / d theta = I); 0: no meta-gradient. `inner.rule` must be None.
     """
-    if rule is not None:
+    if inner.rule is not None:
         raise ValueError("iMAML's inner loop is gradient descent on the proximal objective; it takes no rule")
     if not lam > 0:
         raise ValueError(f"lam must be positive, got {lam!r}")
@@ -154,16 +142,13 @@ def imaml_query_losses(
         "names": names,
         "support_x": batch.support_x,
         "support_y": batch.support_y,
-        "loss_fn": loss_fn,
-        "steps": steps,
-        "inner_lr": inner_lr,
+        "inner": inner,
         "lam": float(lam),
-        "order": order,
         "cg_steps": cg_steps,
     }
-    if order == 0 or not any(t.requires_grad for t in theta):
-        phi = proximal_adapt(model, params, batch.support_x, batch.support_y, loss_fn, steps, inner_lr, lam)
+    if inner.order == 0 or not any(t.requires_grad for t in theta):
+        phi = proximal_adapt(model, params, batch.support_x, batch.support_y, inner, lam)
     else:
         phi = dict(zip(names, _Implicit.apply(config, *theta), strict=True))
     output = folded_forward(model, phi, fold_input(batch.query_x), len(batch))
-    return per_task_loss(loss_fn, output, batch.query_y)
+    return per_task_loss(inner.loss_fn, output, batch.query_y)

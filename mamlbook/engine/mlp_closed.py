@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..functional import Params
 from ..losses import LossFn, get_loss
-from ..meta import LSLR, SGD, InnerRule, MetaSGD, Shifted, Subset
+from ..meta import LSLR, SGD, InnerLoop, InnerRule, MetaSGD, Shifted, Subset
 from ..tasks import TaskBatch
 from .chain import NotFoldable, trace_chain
 from .folded import per_task_loss
@@ -287,31 +287,27 @@ def closed_adapt(
     params: Mapping[str, Tensor],
     support_x: Tensor,
     support_y: Tensor,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int,
-    rule: InnerRule | None = None,
+    inner: InnerLoop,
 ) -> Params:
     """Adapted parameters of every task (`[B, *shape]`, or shared `[*shape]` if not adapted), as `meta.adapt`.
 
     `support_x: [B, S, in]`, `support_y`: `[B, S, out]` (or `[B, S]` class indices for ce).
     """
-    plan, kind = _checked(model, params, rule, loss_fn, support_x)
+    plan, kind = _checked(model, params, inner, support_x)
+    rule, order = inner.rule, inner.order
     names = rule.names if isinstance(rule, Subset) else params.keys()
-    update = rule if rule is not None else SGD(inner_lr)
-    lr = _fused_lr(rule, inner_lr) if order == 2 else None
+    lr = _fused_lr(rule, inner.inner_lr) if order == 2 else None
     target = _target(kind, support_y, _output_shape(plan, params, support_x), support_x.dtype)
-    return _inner_steps(plan, params, support_x, target, kind, steps, update, lr, order, names)
+    return _inner_steps(plan, params, support_x, target, kind, inner.steps, inner.update, lr, order, names)
 
 
 def _checked(
-    model: nn.Module, params: Mapping[str, Tensor], rule: InnerRule | None, loss_fn: str | LossFn, x: Tensor
+    model: nn.Module, params: Mapping[str, Tensor], inner: InnerLoop, x: Tensor
 ) -> tuple[tuple[Step, ...], str]:
     """The model's plan and the loss's kind, or `NotClosedForm` naming what is not supported."""
     plan = mlp_plan(model)
-    check_rule(rule)
-    kind = loss_kind(loss_fn)
+    check_rule(inner.rule)
+    kind = loss_kind(inner.loss_fn)
     if x.dim() != 3:
         raise NotClosedForm(f"the closed strategy needs inputs [B, N, features], got shape {tuple(x.shape)}")
     return plan, kind
@@ -322,20 +318,11 @@ def _output_shape(plan: tuple[Step, ...], params: Mapping[str, Tensor], x: Tenso
     return (x.shape[0], x.shape[1], params[last.weight].shape[-2])
 
 
-def closed_query_losses(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    batch: TaskBatch,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int,
-    rule: InnerRule | None = None,
-) -> Tensor:
+def closed_query_losses(model: nn.Module, params: Mapping[str, Tensor], batch: TaskBatch, inner: InnerLoop) -> Tensor:
     """Per-task query losses `[B]`: closed-form inner steps on an MLP chain, all tasks at once."""
-    adapted = closed_adapt(model, params, batch.support_x, batch.support_y, loss_fn, steps, inner_lr, order, rule)
+    adapted = closed_adapt(model, params, batch.support_x, batch.support_y, inner)
     out, _ = forward(mlp_plan(model), adapted, batch.query_x)
-    return per_task_loss(loss_fn, out, batch.query_y)
+    return per_task_loss(inner.loss_fn, out, batch.query_y)
 
 
 # --- the same, compiled ----------------------------------------------------------------------------
@@ -376,32 +363,26 @@ class _PerTaskGradients(torch.autograd.Function):
 
 
 def compiled_closed_query_losses(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    batch: TaskBatch,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int,
-    rule: InnerRule | None = None,
+    model: nn.Module, params: Mapping[str, Tensor], batch: TaskBatch, inner: InnerLoop
 ) -> Tensor:
     """`closed_query_losses` with the second-order meta-gradient computed by one `torch.compile`d graph.
 
     The first call per (model structure, loss, steps, inner_lr, shapes) compiles for seconds to minutes
     (a C++ compiler is needed). Plain SGD only; orders 1 and 0 run the eager closed form (nothing to gain).
     """
-    plan, kind = _checked(model, params, rule, loss_fn, batch.support_x)
+    plan, kind = _checked(model, params, inner, batch.support_x)
+    rule = inner.rule
     if rule is not None and type(rule) is not SGD:
         raise NotClosedForm(f"closed-compiled runs plain SGD only; use 'closed' for {type(rule).__name__}")
-    lr = rule.inner_lr if rule is not None else inner_lr
+    lr = rule.inner_lr if rule is not None else inner.inner_lr
     names = [k for k, v in params.items() if v.requires_grad]
-    if order != 2 or not torch.is_grad_enabled() or not names:
-        return closed_query_losses(model, params, batch, loss_fn, steps, lr, order, rule)
+    if inner.order != 2 or not torch.is_grad_enabled() or not names:
+        return closed_query_losses(model, params, batch, inner)
     tasks = len(batch)
     per_task = {k: v.detach().unsqueeze(0).expand(tasks, *v.shape).contiguous() for k, v in params.items()}
     sx = batch.support_x
     target = _target(kind, batch.support_y, _output_shape(plan, params, sx), sx.dtype)
-    gradients, losses = _compiled_gradients(plan, kind, get_loss(loss_fn), steps, lr)(
+    gradients, losses = _compiled_gradients(plan, kind, get_loss(inner.loss_fn), inner.steps, lr)(
         per_task, sx, target, batch.query_x, batch.query_y
     )
     return _PerTaskGradients.apply(losses, tuple(gradients[k] for k in names), *(params[k] for k in names))

@@ -3,10 +3,12 @@ of a meta-batch, and all of them (where verified, see `engine.verified`) the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..meta import InnerLoop
+from ..tasks import TaskBatch
 from .checkpointed import checkpointed_query_losses
 from .folded import folded_query_losses
 from .loop import loop_query_losses
@@ -14,7 +16,8 @@ from .mlp_closed import closed_query_losses, compiled_closed_query_losses
 from .threaded import threaded_query_losses
 from .vmapped import vmap_query_losses
 
-QueryLosses = Callable[..., Tensor]
+# `(model, params, batch, inner) -> [B]`: a strategy's own options (the threads' `workers`) are keywords after these.
+QueryLosses = Callable[[nn.Module, Mapping[str, Tensor], TaskBatch, InnerLoop], Tensor]
 
 STRATEGIES: dict[str, QueryLosses] = {
     "loop": loop_query_losses,

@@ -29,12 +29,11 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..losses import LossFn
-from ..meta import InnerRule, task_query_loss
+from ..meta import InnerLoop
 from ..meta.mamlpp import has_step_batch_norm
 from ..meta.rules import learned_of
 from ..tasks import TaskBatch
-from .loop import loop_query_losses
+from .loop import loop_query_losses, one_task_loss
 
 
 def default_workers() -> int:
@@ -81,19 +80,8 @@ class _ThreadedTasks(torch.autograd.Function):
             done = []
             for i in shares[worker]:
                 with torch.enable_grad():
-                    loss = task_query_loss(
-                        models[worker],
-                        params,
-                        batch.support_x[i],
-                        batch.support_y[i],
-                        batch.query_x[i],
-                        batch.query_y[i],
-                        setup["loss_fn"],
-                        setup["steps"],
-                        setup["inner_lr"],
-                        setup["order"],
-                        rule=setup["rule"],
-                    )
+                    task = (batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i])
+                    loss = one_task_loss(models[worker], params, setup["inner"], *task)
                     # Differentiate now, while this task's graph is the only one alive on this core.
                     grads = (
                         torch.autograd.grad(loss, targets, allow_unused=True)
@@ -125,15 +113,7 @@ class _ThreadedTasks(torch.autograd.Function):
 
 
 def threaded_query_losses(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    batch: TaskBatch,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int,
-    rule: InnerRule | None = None,
-    workers: int | None = None,
+    model: nn.Module, params: Mapping[str, Tensor], batch: TaskBatch, inner: InnerLoop, *, workers: int | None = None
 ) -> Tensor:
     """Per-task query losses `[B]`, the tasks shared among `workers` threads (default: one per core)."""
     workers = default_workers() if workers is None else int(workers)
@@ -142,21 +122,17 @@ def threaded_query_losses(
     if has_step_batch_norm(model):
         raise ValueError("per-step batch norm updates running statistics in place: run it with the loop strategy")
     if workers == 1 or len(batch) == 1 or batch.query_x.device.type != "cpu":
-        return loop_query_losses(model, params, batch, loss_fn, steps, inner_lr, order, rule)
+        return loop_query_losses(model, params, batch, inner)
     shares = _shares(len(batch), workers)
     names = list(params)
-    rates = list(learned_of(rule).values()) if rule is not None else []
+    rates = list(learned_of(inner.rule).values()) if inner.rule is not None else []
     setup = {
         "names": names,
         "rates": rates,
         "shares": shares,
         "models": [model] + [copy.deepcopy(model) for _ in shares[1:]],
         "batch": batch,
-        "loss_fn": loss_fn,
-        "steps": steps,
-        "inner_lr": inner_lr,
-        "order": order,
-        "rule": rule,
+        "inner": inner,
         # Taking each task's gradient during the forward pays only if someone will ask for it.
         "differentiate": torch.is_grad_enabled() and any(t.requires_grad for t in (*params.values(), *rates)),
     }

@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ..meta import InnerLoop
 from ..tasks import TaskBatch
 from .mlp_closed import SUPPORTED_LAYERS as _CLOSED_FORM
-from .registry import STRATEGIES
+from .registry import STRATEGIES, QueryLosses
 
 # Layers on which the per-task loop, run in threads, is exact: each task's graph is the loop's own.
 _LOOP_EXACT: frozenset[type[nn.Module]] = frozenset(
@@ -329,9 +330,9 @@ def probe_batch(model: nn.Module, batch: TaskBatch, device: torch.device) -> Tas
     return TaskBatch(sx, targets(support), qx, targets(query))
 
 
-def _meta_gradient(run: Callable[..., Tensor], model: nn.Module, leaves: dict[str, Tensor], batch: TaskBatch):
+def _meta_gradient(run: QueryLosses, model: nn.Module, leaves: dict[str, Tensor], batch: TaskBatch):
     with torch.enable_grad():
-        loss = run(model, leaves, batch, "mse", 1, PROBE_INNER_LR, 2, None).mean()
+        loss = run(model, leaves, batch, InnerLoop("mse", steps=1, inner_lr=PROBE_INNER_LR, order=2)).mean()
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return [torch.zeros_like(v) if g is None else g for v, g in zip(leaves.values(), grads, strict=True)]
 

@@ -11,25 +11,16 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 from torch.func import vmap
 
-from ..losses import LossFn
-from ..meta import InnerRule, func_grads, task_query_loss
+from ..meta import InnerLoop, func_grads
 from ..tasks import TaskBatch
+from .loop import one_task_loss
 
 
 def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._NormBase) for m in model.modules())
 
 
-def vmap_query_losses(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    batch: TaskBatch,
-    loss_fn: str | LossFn,
-    steps: int,
-    inner_lr: float,
-    order: int,
-    rule: InnerRule | None = None,
-) -> Tensor:
+def vmap_query_losses(model: nn.Module, params: Mapping[str, Tensor], batch: TaskBatch, inner: InnerLoop) -> Tensor:
     """Per-task query losses `[B]`, all tasks in one vectorized pass."""
     if has_batch_norm(model):
         raise ValueError(
@@ -37,9 +28,7 @@ def vmap_query_losses(
             "second-order gradient torch.func.vmap computes wrongly; use strategy 'loop'"
         )
 
-    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
-        return task_query_loss(
-            model, params, sx, sy, qx, qy, loss_fn, steps, inner_lr, order, rule=rule, grads=func_grads
-        )
+    def one_task(*task: Tensor) -> Tensor:
+        return one_task_loss(model, params, inner, *task, grads=func_grads)
 
     return vmap(one_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)

@@ -13,6 +13,7 @@ Gradients come from a backend: plain `torch.autograd.grad` (the reference, one t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +25,17 @@ from .rules import SGD, InnerRule
 LossOfParams = Callable[[Params], Tensor]
 GradBackend = Callable[[LossOfParams, Params, bool], Params]
 
-__all__ = ["SGD", "GradBackend", "InnerRule", "adapt", "autograd_grads", "check_order", "check_steps", "func_grads"]
+__all__ = [
+    "SGD",
+    "GradBackend",
+    "InnerLoop",
+    "InnerRule",
+    "adapt",
+    "autograd_grads",
+    "check_order",
+    "check_steps",
+    "func_grads",
+]
 
 
 def autograd_grads(loss_of: LossOfParams, params: Params, create_graph: bool) -> Params:
@@ -51,6 +62,38 @@ def check_steps(steps: int, minimum: int = 1) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < minimum:
         raise ValueError(f"steps must be an integer >= {minimum}, got {steps!r}")
     return steps
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """The inner-loop settings, as one value that every execution strategy takes: a new setting is
+    added here, not to each strategy's signature. Checked once when made, and frozen, so a strategy
+    can pass it on (to a fallback, to worker threads) without anyone changing it underneath.
+
+    `rule` replaces plain SGD at `inner_lr` (learned rates, ANIL's subset); `order` is as in `adapt`.
+
+    >>> InnerLoop("ce", steps=5, inner_lr=0.4)
+    InnerLoop(loss_fn='ce', steps=5, inner_lr=0.4, order=2, rule=None)
+    >>> InnerLoop(steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: steps must be an integer >= 1, got 0
+    """
+
+    loss_fn: str | LossFn = "mse"
+    steps: int = 1
+    inner_lr: float = 0.01
+    order: int = 2
+    rule: InnerRule | None = None
+
+    def __post_init__(self) -> None:
+        check_steps(self.steps)
+        check_order(self.order)
+
+    @property
+    def update(self) -> InnerRule:
+        """The rule each step applies: `rule`, or plain SGD at `inner_lr` (made only then, as it checks the rate)."""
+        return self.rule if self.rule is not None else SGD(self.inner_lr)
 
 
 def adapt(
