@@ -9,6 +9,9 @@ QUIET_PIP := grep -v '^WARNING: Location' || true
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# --no-compile: pip would byte-compile all ~16,000 installed .py files one by one (over a minute on
+# two cores); Python compiles the few thousand that are imported on first use and keeps them.
+PIP_INSTALL := $(PY) -m pip install -q --no-compile -c constraints/book.txt
 export MAMLBOOK_DATA ?= $(abspath ../shared/data)
 
 .PHONY: venv test book site lint bench clean
@@ -17,10 +20,10 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints/book.txt scripts/install-learn2learn.sh
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints/book.txt -e '.[book,test,compare,rl]' 2>&1 | { $(QUIET_PIP); }
+	$(PIP_INSTALL) -e '.[book,test,compare,rl]' 2>&1 | { $(QUIET_PIP); }
 	bash scripts/install-learn2learn.sh $(PY) 2>&1 | { $(QUIET_PIP); }
 	@# TensorFlow and JAX (the "Tools and frameworks" chapter): optional, their tests skip without them.
-	$(PY) -m pip install -q -c constraints/book.txt -e '.[frameworks]' 2>&1 | { $(QUIET_PIP); } \
+	$(PIP_INSTALL) -e '.[frameworks]' 2>&1 | { $(QUIET_PIP); } \
 		|| echo "make venv: TensorFlow/JAX did not install; their tests and the chapter's rows are skipped" >&2
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)

@@ -52,7 +52,7 @@ VARIANTS = {SUBSET_LIST: "subset", FULL_LIST: "full"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SHOWN = 8  # file names an error lists before it says "and N more"
 
-_verified: dict[tuple, tuple[str, ...]] = {}
+_verified: dict[tuple, PBCFiles] = {}  # files checked in this process, by their names, sizes and times
 _lists: dict[tuple, dict[str, str]] = {}
 
 
@@ -217,16 +217,16 @@ def pbc_files(root: str | os.PathLike | None = None) -> PBCFiles:
         raise DataMissingError(f"PBC is not in {folder}: it holds no <class>/*.jpg images. " + where_to_get(folder))
     lists = tuple((name, *_stat(folder / name)) for name in (SUBSET_LIST, FULL_LIST) if (folder / name).exists())
     memo = (str(image_root.resolve()), tuple(found.items()), lists)
+    if memo in _verified:  # the same files, sizes and times, and the same lists: already checked
+        return _verified[memo]
     found = list(found)
     list_name, expected = _choose_list(folder, image_root, found)
-    if _verified.get(memo) != (list_name,):
-        _check(folder, image_root, list_name, expected, found)
-        _verified[memo] = (list_name,)
+    _check(folder, image_root, list_name, expected, found)
     unknown = sorted({name.split("/", 1)[0] for name in expected} - set(CLASSES))
     if unknown:
         raise DataError(f"{folder / list_name} names classes PBC does not have: {', '.join(unknown)}")
     keep, left_out = _deduplicate(expected)
-    return PBCFiles(
+    _verified[memo] = PBCFiles(
         folder=image_root,
         variant=VARIANTS[list_name],
         paths=tuple(image_root / name for name in keep),
@@ -234,6 +234,7 @@ def pbc_files(root: str | os.PathLike | None = None) -> PBCFiles:
         checksums=tuple(expected[name] for name in keep),
         left_out=tuple(left_out),
     )
+    return _verified[memo]
 
 
 def _stat(path: Path) -> tuple[int, int]:

@@ -72,7 +72,7 @@ HEAD = {"lr": 0.01, "record": (0, 10, 25, 50, 100)}
 SCRATCH = {"lr": 0.01, "record": (0, 2, 5, 10)}
 HIDDEN = 32
 SMALL = {
-    "train": {"iterations": 2, "meta_batch": 2, "eval_every": 1, "eval_tasks": 2, "checkpoint_every": 1},
+    "train": {"iterations": 2, "meta_batch": 2, "eval_every": 2, "eval_tasks": 2, "checkpoint_every": 2},
     "hidden": 8,
     "seeds": (0, 1),
     "test_tasks": 6,
