@@ -25,6 +25,7 @@ import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..config import data_root
@@ -86,7 +87,7 @@ class PBCFiles:
     checksums: tuple[str, ...]
     left_out: tuple[tuple[str, str], ...]
 
-    @property
+    @cached_property  # a study asks for it ~150 times; each hashes 2,000 lines
     def key(self) -> str:
         """sha256 of every file's name and checksum: names a cache of anything derived from exactly these files."""
         digest = hashlib.sha256(f"pbc {self.variant}\n".encode())

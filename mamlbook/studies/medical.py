@@ -75,7 +75,7 @@ SMALL = {
     "train": {"iterations": 2, "meta_batch": 2, "eval_every": 2, "eval_tasks": 2, "checkpoint_every": 2},
     "hidden": 8,
     "seeds": (0, 1),
-    "test_tasks": 6,
+    "test_tasks": 3,
     "test_steps": 2,
     "pretrain": {"epochs": 1, "batch_size": 100, "lr": 1e-3},
     "head": {"lr": 0.01, "record": (0, 3)},
@@ -326,6 +326,7 @@ class Study:
         self.scratch = SMALL["scratch"] if small else SCRATCH
         self._tests: dict[tuple[int, int], tuple[PBC, TaskBatch]] = {}
         self._folders: dict[str, Path] = {}
+        self._configs: dict[str, TrainConfig | None] = {}
         self._data = None
 
     def test(self, split_id: int, k_shot: int) -> tuple[PBC, TaskBatch]:
@@ -385,6 +386,14 @@ class Study:
         return jobs
 
     def config(self, job: dict[str, Any]) -> TrainConfig | None:
+        """The job's training configuration (None for jobs that are not a Trainer run), built once:
+        building one validates its tasks, which reads PBC's file list."""
+        name = json.dumps(job, sort_keys=True)
+        if name not in self._configs:
+            self._configs[name] = self._config(job)
+        return self._configs[name]
+
+    def _config(self, job: dict[str, Any]) -> TrainConfig | None:
         if job["kind"] == "meta":
             return meta_config(
                 job["algorithm"], job["split"], job["k_shot"], job["seed"], self.variant, self.small, self.iterations
