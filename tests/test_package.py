@@ -96,3 +96,17 @@ def test_the_api_reference_documents_every_exported_name():
         exported = importlib.import_module(layer).__all__
         missing = [name for name in exported if f"{layer}.{name}" not in pages]
         assert not missing, f"{layer}.__all__ names {missing}, which book/reference/ does not document"
+
+
+def test_importing_the_package_in_a_notebook_prints_nothing():
+    """A chapter's first cell imports the package: tqdm's "IProgress not found" warning (a kernel
+    without ipywidgets) must not land in its output, while progress bars still draw."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    source = "import mamlbook, mamlbook.rl.trainer, mamlbook.tasks.fewshot\nfrom mamlbook.progress import tqdm\n"
+    source += "for _ in tqdm(range(3), desc='bar'):\n    pass"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    text = "".join(out.get("text", "") for out in notebook.cells[0].outputs)
+    assert "bar: 100%" in text or "3/3" in text  # the bar itself
+    assert "Warning" not in text and "IProgress" not in text, text

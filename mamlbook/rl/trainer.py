@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..functional import Params, check_params, load_params_, params_of
+from ..progress import tqdm
 from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .envs import HORIZON, sample_goals
 from .estimators import ESTIMATORS, adapt, build_meta_batch, kl_hessian_product, meta_objective

@@ -461,6 +461,6 @@ def _load_cache(path: Path, key: str) -> dict | None:
 def _bar(items: list, show: bool, desc: str):
     if not show:
         return items
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     return tqdm(items, desc=desc, unit="file", leave=False)

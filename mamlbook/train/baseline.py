@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..functional import Params, forward, params_of
 from ..losses import LossFn, get_loss
+from ..progress import tqdm
 from ..tasks import TaskDistribution
 
 

@@ -12,11 +12,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..functional import Params, load_params_, params_of
 from ..losses import LossFn
 from ..meta.reptile import reptile_pseudo_gradient
+from ..progress import tqdm
 from ..tasks import TaskBatch
 from .algorithms import Algorithm, any_batch_norm, learned_rates, make_algorithm
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
