@@ -9,7 +9,9 @@ import torch
 
 from mamlbook import bench
 from mamlbook.bench.plots import plot_bench
+from mamlbook.bench.records import BenchResults, BenchRow
 from mamlbook.bench.runner import PROBLEMS, _impl_names, add_ratios, read_rows, run_bench, write_json
+from mamlbook.records import RecordError
 
 KEYS = {"problem", "impl", "strategy", "order", "steps", "meta_batch", "ms_median", "ms_min", "peak_mib"}
 
@@ -82,10 +84,17 @@ def test_results_file_and_plot(tmp_path) -> None:
             "problem": "p",
             "impl": i,
             "strategy": "loop",
+            "order": 2,
             "steps": s,
             "meta_batch": b,
+            "device": "cpu",
+            "threads": 1,
             "ms_median": 1.0 + s * b,
+            "ms_min": 0.5 + s * b,
             "peak_mib": 100.0 + s,
+            "extra_mib": None,
+            "repeat": 3,
+            "ratio_vs_learn2learn": None,
         }
         for i in ("learn2learn", "mamlbook")
         for s in (1, 5)
@@ -93,7 +102,16 @@ def test_results_file_and_plot(tmp_path) -> None:
     ]
     path = write_json(rows, tmp_path / "r.json", command="mamlbook bench --problems p")
     document = json.loads(path.read_text())
-    assert isinstance(document, list) and len(document) == len(rows)
-    assert all(r["command"].startswith("mamlbook bench") and "machine" in r and "mamlbook" in r for r in document)
-    assert [{k: r[k] for k in rows[0]} for r in read_rows(path)] == rows
+    assert set(document) == {"format", "rows"} and document["format"] == BenchResults.FORMAT
+    assert len(document["rows"]) == len(rows)
+    assert all(
+        r["command"].startswith("mamlbook bench") and "machine" in r and "mamlbook" in r for r in document["rows"]
+    )
+    typed = read_rows(path)
+    assert all(isinstance(r, BenchRow) for r in typed) and typed[0].machine.cpu_count >= 1
+    assert [{k: getattr(r, k) for k in rows[0]} for r in typed] == rows
     assert plot_bench(rows, tmp_path / "bench.png").stat().st_size > 1000
+    # a row without a column is refused when written, naming the row and the column
+    with pytest.raises(RecordError, match=r"rows\[0\].*missing field 'ms_min'"):
+        write_json([{k: v for k, v in rows[0].items() if k != "ms_min"}], tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()

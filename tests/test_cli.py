@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from mamlbook.bench.runner import read_rows
 from mamlbook.cli import main
 
 
@@ -100,21 +101,13 @@ def test_bench_json_rows_have_the_documented_keys(tmp_path):
     args = ["bench", "--impls", "mamlbook", "--meta-batch", "4", "--repeat", "2", "--warmup", "1", "--in-process"]
     args += ["--json", str(path)]
     assert main(args) == 0
-    rows = json.loads(path.read_text())
-    assert {r["strategy"] for r in rows} >= {"loop", "vmap"}
+    assert json.loads(path.read_text())["format"] == 1, "a typed record, not a bare list"
+    rows = read_rows(path)  # a row missing a documented column fails here, naming it
+    assert {r.strategy for r in rows} >= {"loop", "vmap"}
     for row in rows:
-        assert {
-            "problem",
-            "impl",
-            "strategy",
-            "order",
-            "steps",
-            "meta_batch",
-            "ms_median",
-            "ms_min",
-            "peak_mib",
-        } <= set(row)
-        assert row["ms_min"] <= row["ms_median"]
+        assert row.problem == "sinusoid" and row.impl.startswith("mamlbook") and row.meta_batch == 4
+        assert row.order in (1, 2) and row.steps >= 1 and row.peak_mib is not None
+        assert row.ms_min <= row.ms_median and row.command and row.mamlbook  # what produced it
 
 
 def test_package_help_describes_the_api():

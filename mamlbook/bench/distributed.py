@@ -34,8 +34,10 @@ from torch import nn
 
 from ..engine import meta_gradient
 from ..models import Conv4, SineMLP
+from ..records import from_data, to_data, write_record
 from ..tasks import Sinusoid, TaskBatch
 from ..train.distributed import launch_local
+from .records import ScalingResult
 from .runner import image_tasks, machine
 
 # Assumptions of the model where nothing here can measure them (no GPU, no network).
@@ -290,9 +292,11 @@ def check_model(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def curves(result: dict[str, Any], meta_batch: int = 32, worlds: Sequence[int] = tuple(range(1, 33))):
+def curves(result: dict[str, Any] | ScalingResult, meta_batch: int = 32, worlds: Sequence[int] = tuple(range(1, 33))):
     """The model's speed-up T(1)/T(W) for Conv4 and ResNet-12 on one GPU per rank (assumed throughput)
-    over each link: {(model, link): [(W, speed-up), ...]}."""
+    over each link: {(model, link): [(W, speed-up), ...]}. Takes the stored record or a fresh run's dict."""
+    if isinstance(result, ScalingResult):
+        result = to_data(result)
     counts = result["flops_per_task"]
     tflops = result["model"]["gpu_tflops"]
     out = {}
@@ -349,9 +353,7 @@ def run(
     }
     result["fit"] = {"wall": fit_compute(rows), "cpu": fit_compute(rows, "step_cpu_ms_median")}
     result["check"] = check_model(rows)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(from_data(ScalingResult, result, str(out)), out, indent=2)
     return result
 
 

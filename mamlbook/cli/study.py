@@ -64,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
         **options,
     )
     out = args.out or Path("book") / "results" / (f"{args.name}-confirm.json" if args.confirm else f"{args.name}.json")
-    print(f"wrote {save_result(result, out)} ({result['seconds']:.0f} s)")
+    print(f"wrote {save_result(result, out)} ({result.seconds:.0f} s)")
     return 0

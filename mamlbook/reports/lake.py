@@ -7,7 +7,6 @@ Hausdorff Distance (MHD; Dubuisson and Jain, 1994) between ink pixels, which its
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,13 @@ import torch
 from torch import Tensor
 
 from ..data.omniglot import LakeRuns, load_lake_runs
+from ..records import from_data, write_record
 from ..tasks import TaskBatch
 from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.evaluate import adaptation_curve
 from ..train.restore import restore_run
 from ..train.runconfig import DTYPES, TrainConfig
+from .records import LakeReport
 
 PUBLISHED_MHD_ERROR = 38.8  # percent, demo_classification.py in brendenlake/omniglot
 WAYS = 20
@@ -149,6 +150,4 @@ def format_lake(maml: list[float] | None, mhd: list[float], name: str = "MAML") 
 
 
 def write_lake(report: dict[str, Any], folder: str | os.PathLike) -> Path:
-    path = Path(folder) / "lake.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return path
+    return write_record(from_data(LakeReport, report, "lake.json"), Path(folder) / "lake.json", indent=2)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..records import from_data, write_record
 from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.evaluate import adaptation_curve, mean_ci95
 from ..train.restore import restore_run
 from ..train.runconfig import DTYPES, TrainConfig
+from .records import EvalReport
 
 META_TEST_SEED = 20_000
 
@@ -104,8 +105,7 @@ def write_report(report: dict[str, Any], folder: str | os.PathLike) -> tuple[Pat
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "eval.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_record(from_data(EvalReport, report, "eval.json"), folder / "eval.json", indent=2)
     figure = plot_adaptation_curves(
         {n: m["mean"] for n, m in report["methods"].items()}, folder / "eval.png", ylabel=f"query {report['loss']}"
     )

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import better, better_omniglot, medical, rl, sweep
-from .base import TEST_SEED, load_result, machine, save_result
+from .base import TEST_SEED, load_result, machine, result_from_data, save_result
+from .records import RESULT_TYPES, StudyResult
 
 STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "sweep": sweep.sweep,
@@ -31,8 +32,8 @@ def run_study(
     progress: bool = True,
     command: str | None = None,
     **options: Any,
-) -> dict[str, Any]:
-    """Run study `name` and return its result, stamped with what produced it.
+) -> StudyResult:
+    """Run study `name` and return its typed result, stamped with what produced it.
 
     `options` go to the study itself (`trained_only=True` for better-omniglot); a study that does
     not take one refuses it rather than ignoring it.
@@ -49,7 +50,7 @@ def run_study(
         raise ValueError(f"study {name!r} does not take {', '.join(unknown)}")
     started = time.perf_counter()
     result = study(small=small, iterations=iterations, progress=progress, **options)
-    return {
+    data = {
         "study": name,
         "small": small,
         "command": command or f"mamlbook study {name}" + (" --small" if small else ""),
@@ -59,6 +60,17 @@ def run_study(
         "seconds": round(time.perf_counter() - started, 1),
         **result,
     }
+    return result_from_data(data, f"study {name}", new=True)
 
 
-__all__ = ["STUDIES", "TEST_SEED", "load_result", "machine", "run_study", "save_result"]
+__all__ = [
+    "RESULT_TYPES",
+    "STUDIES",
+    "TEST_SEED",
+    "StudyResult",
+    "load_result",
+    "machine",
+    "result_from_data",
+    "run_study",
+    "save_result",
+]

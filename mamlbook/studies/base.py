@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+from ..records import RecordError, cpu_model, from_data, record_from_data, write_record
+from .records import RESULT_TYPES, StudyResult
+
 TEST_SEED = 30_000
 
 
@@ -24,6 +27,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -31,32 +36,37 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save_result(result: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a study's result as JSON (infinities, for diverged runs, as null), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_result(result: StudyResult | dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a study's result through its typed record (infinities, for diverged runs, as null), atomically.
 
-    def clean(value):
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(clean(result), indent=1) + "\n")
-    os.replace(partial, path)
-    return path
+    A plain dict is first read into the study's record class, so a study cannot write a file its
+    readers would refuse.
+    """
+    if isinstance(result, dict):
+        result = result_from_data(result, str(path), new=True)
+    return write_record(result, path)
 
 
-def load_result(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a saved study; null losses (diverged runs) come back as infinity."""
+def result_from_data(data: dict[str, Any], source: str, *, new: bool = False) -> StudyResult:
+    """The typed record of a study's JSON data, chosen by its `study` field.
+
+    A file must carry its record's format version; a result just computed (`new`) gets it now.
+    """
+    name = data.get("study")
+    if name not in RESULT_TYPES:
+        raise RecordError(f"{source}: field 'study' is {name!r}, not one of {', '.join(sorted(RESULT_TYPES))}")
+    if new:
+        return from_data(RESULT_TYPES[name], data, source)
+    return record_from_data(RESULT_TYPES[name], data, source)
+
+
+def load_result(path: str | os.PathLike) -> StudyResult:
+    """Read a saved study as its typed record; a missing or renamed field fails, naming file and field."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; produce it with `mamlbook study {path.stem}`")
-    result = json.loads(path.read_text())
-    for grid in result.get("grids", {}).values():
-        grid["loss"] = [[float("inf") if v is None else v for v in row] for row in grid["loss"]]
-    return result
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RecordError(f"{path}: not valid JSON ({error})") from None
+    return result_from_data(data, str(path))

@@ -1,0 +1,487 @@
+"""The typed result of every study: what `mamlbook study NAME` writes and what the chapters read.
+
+One dataclass per study, with a format version. `run_study` returns one, `save_result` writes it,
+`load_result` reads it back, and a missing, renamed or unknown field is a `RecordError` naming the
+file and the field, so a chapter never looks a number up by guessing a key.
+
+Per-task scores (`per_task`) are the query scores of every test task, in the order of the study's
+fixed test tasks: the same tasks for every method and seed, which is what a paired comparison
+(`mamlbook.reports.paired_difference`) needs. Files written before the studies kept them have none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..records import Machine, Record
+
+__all__ = [
+    "BanditEstimate",
+    "BetterOmniglotResult",
+    "BetterResult",
+    "BetterRun",
+    "MedicalCell",
+    "MedicalComparison",
+    "MedicalResult",
+    "MedicalRun",
+    "MethodSummary",
+    "OmniglotRun",
+    "PooledOmniglot",
+    "RLCurve",
+    "RLEvaluation",
+    "RLResult",
+    "RESULT_TYPES",
+    "StudyResult",
+    "SweepGrid",
+    "SweepResult",
+    "significant",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyResult(Record):
+    """What every study's result states about how it was produced."""
+
+    study: str
+    small: bool
+    command: str
+    mamlbook_version: str
+    machine: Machine
+    created: str
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep: inner and outer hyperparameter grids on the sinusoid
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """One grid: rows are `y_values`, columns `x_values`; a diverged cell's loss is None."""
+
+    x: str
+    x_values: list[float]
+    y: str
+    y_values: list[int]
+    loss: list[list[float | None]]
+    ci95: list[list[float | None]]
+    seconds: list[list[float]]
+
+    def loss_or_inf(self) -> list[list[float]]:
+        """The losses with diverged cells as infinity, for argmin and plots."""
+        return [[math.inf if v is None else v for v in row] for row in self.loss]
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    task: str
+    k_shot: int
+    iterations: int
+    test_tasks: int
+    seed: int
+    fixed: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult(StudyResult):
+    settings: SweepSettings
+    grids: dict[str, SweepGrid]
+
+
+# ---------------------------------------------------------------------------------------------
+# better: MAML and its successors on the sinusoid
+
+
+@dataclass(frozen=True)
+class BetterSettings:
+    task: str
+    k_shot: int
+    meta_batch: int
+    inner_steps: int
+    inner_lr: float
+    iterations: int
+    eval_every: int
+    eval_tasks: int
+    seeds: list[int]
+    sweep_seeds: list[int]
+    inner_lrs: list[float]
+    inner_steps_grid: list[int]
+    test_tasks: int
+    test_seed: int
+    not_applicable: list[str]
+
+
+@dataclass(frozen=True)
+class BetterRun:
+    """One trained model: its test loss (None when it diverged) and validation curve."""
+
+    group: str
+    label: str
+    seed: int
+    algorithm: str
+    inner_lr: float
+    inner_steps: int
+    key: str
+    test_loss: float | None
+    test_ci95: float | None
+    test_loss_pre: float | None
+    val_curve: list[list[float | None]]  # [iteration, validation MSE]; None where training had diverged
+    rates: dict[str, list[float]]
+    seconds: float
+    per_task: list[float] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BetterResult(StudyResult):
+    settings: BetterSettings
+    trained: int
+    runs: list[BetterRun]
+
+
+# ---------------------------------------------------------------------------------------------
+# better-omniglot: MAML++ and its ablations on Omniglot
+
+
+@dataclass(frozen=True)
+class OmniglotRun:
+    group: str
+    label: str
+    seed: int
+    algorithm: str
+    algorithm_options: dict[str, Any]
+    inner_steps: int
+    device: str
+    key: str
+    test_steps: int
+    accuracy: float
+    accuracy_ci95: float
+    accuracy_10: float
+    accuracy_10_ci95: float
+    accuracy_by_step: list[float]
+    val_curve: list[list[float]]
+    train_seconds: float
+    seconds_this_session: float
+    trained_on: str | None = None
+    piece: str | None = None
+    per_task: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class MissingRun:
+    """A planned run not trained yet; `key` names its cache folder (pooled results drop it)."""
+
+    group: str
+    label: str
+    seed: int
+    key: str | None = None
+    piece: str | None = None
+    error: str | None = None  # the run was started and failed: the error, so a rerun knows why
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """A method over its seeds: the mean, each seed's mean, and the two kinds of 95% half-width."""
+
+    seeds: list[int]
+    inner_steps: int
+    accuracy: float
+    accuracy_by_seed: list[float]
+    accuracy_seed_ci95: float | None
+    accuracy_task_ci95: float
+    accuracy_10: float
+    accuracy_10_by_seed: list[float]
+    accuracy_10_seed_ci95: float | None
+    accuracy_10_task_ci95: float
+    train_seconds: float | None
+    runs: int
+
+
+@dataclass(frozen=True)
+class BetterOmniglotSettings:
+    preset: str
+    device: str
+    full: bool
+    jobs: int
+    iterations: int
+    meta_batch: int
+    test_tasks: int
+    test_steps: int
+    seeds: list[int]
+    seeded_methods: list[str]
+    ablation: dict[str, dict[str, Any]]
+    data: str
+    confirm: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class BetterOmniglotResult(StudyResult):
+    settings: BetterOmniglotSettings
+    runs: list[OmniglotRun]
+    missing: list[MissingRun]
+    methods: dict[str, MethodSummary]
+    ablation: dict[str, MethodSummary]
+    confirm: dict[str, MethodSummary] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PooledRun:
+    """One (group, label, seed) over its replicates on several devices, averaged."""
+
+    group: str
+    label: str
+    seed: int
+    inner_steps: int
+    accuracy: float
+    accuracy_ci95: float
+    accuracy_10: float
+    accuracy_10_ci95: float
+    train_seconds: float | None
+    replicates: int
+    devices: list[str]
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """The same configuration and seed trained on two devices: what rounding alone does."""
+
+    group: str
+    label: str
+    seed: int
+    accuracy: dict[str, float]
+    difference: float
+
+
+@dataclass(frozen=True)
+class PooledOmniglot:
+    """Several better-omniglot results read as one (`better_omniglot.pool`); seeds stay the unit."""
+
+    runs: list[PooledRun]
+    methods: dict[str, MethodSummary]
+    ablation: dict[str, MethodSummary]
+    replicates: list[Replicate]
+    missing: list[MissingRun]
+
+
+# ---------------------------------------------------------------------------------------------
+# medical: few-shot blood-cell classification on PBC
+
+
+@dataclass(frozen=True)
+class MedicalSettings:
+    n_way: int
+    k_query: int
+    shots: list[int]
+    seeds: list[int]
+    seeded_methods: list[str]
+    iterations: int
+    preset_iterations: int
+    meta_batch: int
+    inner_lr: float
+    inner_steps: int
+    hidden: int
+    test_tasks: int
+    test_steps: int
+    test_seed: int
+    pretrain: dict[str, Any]
+    head: dict[str, Any]
+    scratch: dict[str, Any]
+    splits: dict[str, Any]
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MedicalRun:
+    method: str
+    split: int
+    k_shot: int
+    seed: int
+    accuracy: float
+    accuracy_ci95: float
+    headline_step: int
+    steps: list[int]
+    accuracy_by_step: list[float]
+    ci95_by_step: list[float]
+    per_class: dict[str, float]
+    confusion: dict[str, Any]
+    test_seconds: float
+    tasks: int
+    train_seconds: float
+    key: str
+    iterations: int | None = None
+    inner_lr: float | None = None
+    val_curve: list[list[float]] | None = None
+    epochs: int | None = None
+    per_task: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class MedicalCell:
+    """A method in one (split, shots) cell, over its seeds."""
+
+    accuracy: float
+    low: float
+    high: float
+    seeds: list[int]
+    by_seed: list[float]
+    task_ci95_by_seed: list[float]
+    seed_ci95: float | None
+    spread: float
+    train_seconds: float
+    test_seconds: float
+
+
+@dataclass(frozen=True)
+class MedicalComparison:
+    cell: str
+    method: str
+    gap: float
+    separate: bool
+    reference: str
+
+
+@dataclass(frozen=True)
+class MedicalCost:
+    jobs_finished: int
+    jobs: int
+    core_seconds: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MedicalResult(StudyResult):
+    settings: MedicalSettings
+    budget: str
+    cost: MedicalCost
+    reading: str
+    complete_with: str | None
+    methods: dict[str, str]
+    runs: list[MedicalRun]
+    missing: list[dict[str, Any]]
+    table: dict[str, dict[str, MedicalCell]]
+    comparisons: list[MedicalComparison]
+
+    def run(self, method: str, split: int, k_shot: int, seed: int) -> MedicalRun:
+        """The one run of `method` on a cell and seed; KeyError naming it when there is none."""
+        for run in self.runs:
+            if (run.method, run.split, run.k_shot, run.seed) == (method, split, k_shot, seed):
+                return run
+        raise KeyError(f"no {method} run for split {split}, {k_shot}-shot, seed {seed}")
+
+
+# ---------------------------------------------------------------------------------------------
+# rl: 2D navigation and the one-step Gaussian bandit
+
+
+@dataclass(frozen=True)
+class RLSettings:
+    estimator: str
+    outer: str
+    inner_steps: int
+    meta_batch: int
+    trajectories: int
+    horizon: int
+    inner_lr: float
+    gamma: float
+    gae_lambda: float
+    hidden: list[int]
+    max_kl: float
+    cg_iters: int
+    cg_damping: float
+    backtrack: float
+    max_backtracks: int
+    ppo_lr: float
+    ppo_epochs: int
+    ppo_clip: float
+    iterations: int
+    seed: int
+    checkpoint_every: int
+    model: str
+
+
+@dataclass(frozen=True)
+class RLCurve:
+    """Training curve: the meta-batch's mean return before and after adaptation, per iteration."""
+
+    iteration: list[int]
+    pre_return: list[float]
+    post_return: list[float | None]
+    kl: list[float]
+    seconds: list[float]
+
+
+@dataclass(frozen=True)
+class StepReturns:
+    """Mean return over the test goals after 0..n inner steps, and its 95% half-width over goals."""
+
+    mean: list[float]
+    ci95: list[float]
+    per_goal: list[list[float]] | None = None
+
+
+@dataclass(frozen=True)
+class RLEvaluation:
+    steps: list[int]
+    goals: list[list[float]]
+    trajectories: int
+    inner_lr: float
+    methods: dict[str, StepReturns]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BanditSettings:
+    theta: float
+    goal: float
+    sigma: float
+    alpha: float
+    n: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class BanditEstimate:
+    estimator: str
+    mean: float
+    se: float
+    truth: float
+    bias: float
+    z: float
+    expected_bias: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class Bandit:
+    settings: BanditSettings
+    estimators: dict[str, BanditEstimate]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RLResult(StudyResult):
+    folder: str
+    settings: dict[str, RLSettings]
+    main: str
+    curves: dict[str, RLCurve]
+    training_seconds: dict[str, float]
+    evaluation: RLEvaluation
+    bandit: Bandit
+
+
+def significant(values: Iterable[float], digits: int = 6) -> list[float]:
+    """Per-task scores as stored: `digits` significant digits, as hundreds of full floats per run bloat a file.
+
+    Each score moves by at most a relative 5e-6 (so does a mean of scores of one sign); accuracies,
+    at most 1, by at most 5e-7.
+    """
+    return [float(f"{float(v):.{digits}g}") for v in values]
+
+
+RESULT_TYPES: dict[str, type[StudyResult]] = {
+    "sweep": SweepResult,
+    "better": BetterResult,
+    "better-omniglot": BetterOmniglotResult,
+    "medical": MedicalResult,
+    "rl": RLResult,
+}
