@@ -26,6 +26,33 @@ def test_each_method_trains_its_own_algorithm_and_is_scored_with_it(two_methods)
     assert again["runs"] == result["runs"], "a second study reads every run from the cache"
 
 
+def test_every_run_keeps_each_test_tasks_accuracy_at_its_test_step(two_methods, monkeypatch):
+    import json
+
+    from mamlbook.studies import run_study
+    from mamlbook.studies.records import BetterOmniglotResult
+
+    monkeypatch.setattr(bo, "ABLATION", {})
+    result = run_study("better-omniglot", small=True, progress=False)
+    assert isinstance(result, BetterOmniglotResult) and len(result.runs) == 4
+    for run in result.runs:
+        assert run.per_task is not None and len(run.per_task) == result.settings.test_tasks
+        assert sum(run.per_task) / len(run.per_task) == pytest.approx(run.accuracy, abs=1e-6), run.label
+    # a run scored before per-task scores is scored again from its checkpoint, not trained again;
+    # with no time to score it, it is reported as it was rather than as missing
+    folder = bo.run_folder(bo.method_config("MAML", small=True), 10)
+    old = json.loads((folder / "result.json").read_text())
+    del old["per_task"]
+    (folder / "result.json").write_text(json.dumps(old))
+    cut = bo.better_omniglot(small=True, progress=False, time_limit=0)
+    assert not cut["missing"] and next(r for r in cut["runs"] if r["key"] == folder.name).get("per_task") is None
+    monkeypatch.setattr(Trainer, "step", lambda self: pytest.fail("the finished run was trained again"))
+    again = bo.better_omniglot(small=True, progress=False)
+    rescored = next(r for r in again["runs"] if r["key"] == folder.name)
+    first = next(r for r in result.runs if r.key == folder.name)
+    assert rescored["per_task"] == first.per_task and rescored["accuracy"] == first.accuracy
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(two_methods):
     config = bo.method_config("MAML", small=True)
     folder = bo.run_folder(config, 10)
@@ -219,16 +246,17 @@ def test_pooling_averages_replicates_within_a_seed_before_the_seed_interval():
         ],
     }
     pooled = bo.pool(cpu, gpu)
-    maml = pooled["methods"]["MAML"]
-    assert maml["accuracy_by_seed"] == pytest.approx([0.85, 0.84]), "seed 0's replicates averaged"
-    assert maml["accuracy"] == pytest.approx(0.845) and maml["runs"] == 3 and maml["seeds"] == [0, 1]
+    maml = pooled.methods["MAML"]
+    assert maml.accuracy_by_seed == pytest.approx([0.85, 0.84]), "seed 0's replicates averaged"
+    assert maml.accuracy == pytest.approx(0.845) and maml.runs == 3 and maml.seeds == [0, 1]
     mean, half = bo.seed_interval([0.85, 0.84])
-    assert maml["accuracy_seed_ci95"] == pytest.approx(half), "two seeds, not three runs"
-    assert maml["train_seconds"] == pytest.approx(90.0), "the GPU run's shared-card time is left out"
-    assert pooled["methods"]["MAML++"]["train_seconds"] is None
-    (pair,) = pooled["replicates"]
-    assert pair["accuracy"] == {"cpu": 0.80, "cuda": 0.90} and pair["difference"] == pytest.approx(0.10)
-    assert pooled["missing"] == [{"group": "methods", "label": "MAML++", "seed": 1}], "MAML seed 1 ran on the CPU"
+    assert maml.accuracy_seed_ci95 == pytest.approx(half), "two seeds, not three runs"
+    assert maml.train_seconds == pytest.approx(90.0), "the GPU run's shared-card time is left out"
+    assert pooled.methods["MAML++"].train_seconds is None
+    (pair,) = pooled.replicates
+    assert pair.accuracy == {"cpu": 0.80, "cuda": 0.90} and pair.difference == pytest.approx(0.10)
+    missing = [(m.group, m.label, m.seed) for m in pooled.missing]
+    assert missing == [("methods", "MAML++", 1)], "MAML seed 1 ran on the CPU"
 
 
 def test_the_confirmation_runs_maml_and_the_picked_variant_on_seeds_the_study_never_used(two_methods):

@@ -176,27 +176,59 @@ def test_meta_test_adapts_exactly_like_the_reference_curve(cells):
 
 
 def test_the_small_study_runs_end_to_end_and_writes_what_the_chapter_reads(tmp_path, monkeypatch):
+    from mamlbook.records import from_data
     from mamlbook.studies import medical, run_study
+    from mamlbook.studies.records import MedicalResult, MedicalRun
 
     monkeypatch.setattr(medical, "study_folder", lambda: tmp_path / "study")
     untouched = medical.medical(small=True, progress=False, time_limit=0)
     assert not untouched["runs"] and len(untouched["missing"]) == len(medical.Study(True, None, False).plan())
     result = run_study("medical", small=True, progress=False)
-    assert result["command"] == "mamlbook study medical --small" and not result["missing"]
-    settings = result["settings"]
-    assert tuple(settings["splits"]["1"]["test"]) == tasks.SPLITS[1]["test"] and settings["data"]["images"] == 2000
+    assert isinstance(result, MedicalResult)
+    assert result.command == "mamlbook study medical --small" and not result.missing
+    settings = result.settings
+    assert tuple(settings.splits["1"]["test"]) == tasks.SPLITS[1]["test"] and settings.data["images"] == 2000
     cells_ = {medical.cell_name(s, k) for s in medical.SPLIT_IDS for k in medical.SHOTS}
-    assert set(result["table"]) == set(medical.METHODS)
-    for method, row in result["table"].items():
+    assert set(result.table) == set(medical.METHODS)
+    for method, row in result.table.items():
         assert set(row) == cells_, method
-        assert all(
-            c["low"] <= min(c["by_seed"]) <= c["accuracy"] <= max(c["by_seed"]) <= c["high"] for c in row.values()
-        )
-    assert result["table"]["MAML"]["split 1, 1-shot"]["seeds"] == [0, 1]
-    for run in result["runs"]:
-        assert len(run["accuracy_by_step"]) == len(run["steps"]) == len(run["ci95_by_step"])
-        assert set(run["per_class"]) == set(settings["splits"][str(run["split"])]["test"])
-        assert sum(map(sum, run["confusion"]["counts"])) == settings["test_tasks"] * 3 * settings["k_query"]
-    assert {c["reference"] for c in result["comparisons"]} <= {"better", "worse", "tie"}
+        assert all(c.low <= min(c.by_seed) <= c.accuracy <= max(c.by_seed) <= c.high for c in row.values())
+    assert result.table["MAML"]["split 1, 1-shot"].seeds == [0, 1]
+    assert result.run("MAML", 1, 1, 1).seed == 1
+    for run in result.runs:
+        assert len(run.accuracy_by_step) == len(run.steps) == len(run.ci95_by_step)
+        assert set(run.per_class) == set(settings.splits[str(run.split)]["test"])
+        assert sum(map(sum, run.confusion["counts"])) == settings.test_tasks * 3 * settings.k_query
+    assert {c.reference for c in result.comparisons} <= {"better", "worse", "tie"}
     again = medical.medical(small=True, progress=False, trained_only=True)
-    assert again["runs"] == result["runs"] and not again["missing"], "every job is read back from the cache"
+    typed = [from_data(MedicalRun, r) for r in again["runs"]]
+    assert typed == result.runs and not again["missing"], "every job is read back from the cache"
+
+
+def test_the_small_study_keeps_each_test_tasks_accuracy_at_the_headline_step(tmp_path, monkeypatch):
+    import json
+
+    from mamlbook.studies import medical
+
+    monkeypatch.setattr(medical, "study_folder", lambda: tmp_path / "study")
+    study = medical.Study(True, None, False)
+    jobs = [j for j in study.plan() if j["seed"] == 0 and j.get("split", 1) == 1 and j.get("k_shot", 1) == 1]
+    kinds = {j["kind"] for j in jobs}
+    assert kinds == {"meta", "pretrain", "scratch", "omniglot"}
+    rows = [row for job in jobs for row in study.run(job)]
+    assert {r["method"] for r in rows} == set(medical.METHODS)
+    for row in rows:
+        per_task = row["per_task"]
+        assert len(per_task) == study.tasks, row["method"]
+        assert sum(per_task) / len(per_task) == pytest.approx(row["accuracy"], abs=1e-6), row["method"]
+    # scores kept before per-task scores existed are scored again from the saved model, not trained again
+    job = next(j for j in jobs if j["kind"] == "meta")
+    path = study.results_path(job)
+    old = json.loads(path.read_text())
+    for row in old:
+        del row["per_task"]
+    path.write_text(json.dumps(old))
+    assert study.run(job, rescore=False) == old, "read as they are when no rescoring is allowed"
+    monkeypatch.setattr(medical.Trainer, "step", lambda self: pytest.fail("the finished model was trained again"))
+    rescored = study.run(job)
+    assert [r["per_task"] for r in rescored] == [r["per_task"] for r in rows if r["method"] == "MAML"]

@@ -365,3 +365,24 @@ def test_cli_trains_and_evaluates_nav2d(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "MAML (lvc)" in table and "pretrained" in table and "random init" in table
     assert (out / "evaluation.json").exists()
+
+
+def test_the_small_study_keeps_each_goals_return_after_every_step(tmp_path, monkeypatch):
+    from mamlbook.studies import rl as rl_study
+    from mamlbook.studies import run_study
+    from mamlbook.studies.records import RLResult
+
+    monkeypatch.setenv("MAMLBOOK_CACHE", str(tmp_path / "cache"))
+    result = run_study("rl", small=True, progress=False)
+    assert isinstance(result, RLResult)
+    evaluation = result.evaluation
+    goals = len(evaluation.goals)
+    assert goals == rl_study.SMALL["goals"] and evaluation.steps == list(range(rl_study.SMALL["steps"] + 1))
+    for name, returns in evaluation.methods.items():
+        assert returns.per_goal is not None, name
+        assert [len(row) for row in returns.per_goal] == [goals] * len(evaluation.steps), name
+        for step, row in enumerate(returns.per_goal):
+            # six significant digits move each return by at most a relative 5e-6
+            assert sum(row) / goals == pytest.approx(returns.mean[step], rel=5e-6, abs=0), (name, step)
+    again = run_study("rl", small=True, progress=False)
+    assert again.evaluation == evaluation, "the kept evaluation is read back with its per-goal returns"

@@ -34,7 +34,10 @@ MODEL = "nav2d-gaussian-mlp"
 
 @dataclass(frozen=True)
 class Nav2DConfig:
-    """A MAML-RL run on 2D navigation. Defaults: the paper's (cbfinn/maml_rl) settings."""
+    """A MAML-RL run on 2D navigation. Defaults: the paper's settings as its text gives them.
+
+    The authors' released scripts (cbfinn/maml_rl) differ in places: their inner step is 0.5, not 0.1.
+    """
 
     estimator: str = "dice"
     outer: str = "trpo"

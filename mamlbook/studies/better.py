@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from ..train.evaluate import adaptation_curve, mean_ci95
 from ..train.runconfig import TrainConfig
 from ..train.trainer import Trainer
 from .base import TEST_SEED
+from .records import BetterResult, BetterRun, significant
 
 CACHE_FORMAT = 1
 
@@ -102,7 +104,11 @@ def _finite(value: float) -> float | None:
 
 
 def train_and_test(config: TrainConfig, test_tasks: int) -> dict[str, Any]:
-    """Meta-train one configuration and score it on fixed meta-test tasks, with its own inner loop."""
+    """Meta-train one configuration and score it on fixed meta-test tasks, with its own inner loop.
+
+    `per_task` keeps each test task's query MSE (the same tasks, in the same order, for every
+    configuration), so two methods can be compared task by task; None when the run diverged.
+    """
     started = time.perf_counter()
     trainer = Trainer(config)
     history = trainer.fit(progress=False)
@@ -110,7 +116,8 @@ def train_and_test(config: TrainConfig, test_tasks: int) -> dict[str, Any]:
     curve = adaptation_curve(
         trainer.model, trainer.params, batch, trainer.loss, config.inner_steps, config.inner_lr, rule=trainer.rule
     )
-    post, ci95 = mean_ci95(curve["loss"][:, -1])
+    per_task = curve["loss"][:, -1]
+    post, ci95 = mean_ci95(per_task)
     rates = {k: [round(float(x), 5) for x in v.detach().flatten()[:8]] for k, v in trainer.rates.items()}
     if trainer.algorithm.rule == "metasgd":  # one number per tensor: the mean learned rate
         rates = {k: [round(float(v.detach().mean()), 5)] for k, v in trainer.rates.items()}
@@ -121,14 +128,21 @@ def train_and_test(config: TrainConfig, test_tasks: int) -> dict[str, Any]:
         "val_curve": [[row["iteration"], _finite(row["val_loss_post"])] for row in history],
         "rates": rates,
         "seconds": round(time.perf_counter() - started, 2),
+        "per_task": significant(per_task.tolist()) if _finite(post) is not None else None,
     }
 
 
 def cached_run(config: TrainConfig, test_tasks: int, cache: Path) -> tuple[dict[str, Any], bool]:
-    """`train_and_test`, read from `cache/<key>.json` when this configuration has run before."""
+    """`train_and_test`, read from `cache/<key>.json` when this configuration has run before.
+
+    An entry cached before runs kept their per-task scores is trained again: the cache holds no
+    model to rescore, and a study's runs must all be comparable task by task.
+    """
     path = cache / f"{config_key(config, test_tasks)}.json"
     if path.exists():
-        return json.loads(path.read_text()), True
+        cached = json.loads(path.read_text())
+        if "per_task" in cached:
+            return cached, True
     result = train_and_test(config, test_tasks)
     cache.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -217,48 +231,67 @@ def better(small: bool = False, iterations: int | None = None, progress: bool = 
 
 
 # ----- reading a result -----
-def _stats(values: list[float | None]) -> dict[str, float | None]:
+@dataclass(frozen=True)
+class LossStats:
+    """Test losses of a method over its seeds: mean and standard deviation of the finite ones.
+
+    `mean` and `seed_std` are None when every seed diverged, `seed_std` is nan for one finite seed;
+    `ci95` is the mean of the runs' 95% half-widths over the test tasks and `seconds` the mean time
+    per run (both None where not asked for).
+    """
+
+    mean: float | None
+    seed_std: float | None
+    n: int
+    diverged: int
+    ci95: float | None = None
+    seconds: float | None = None
+
+
+def _stats(values: list[float | None], **extra: float | None) -> LossStats:
     finite = [v for v in values if v is not None]
     if not finite:
-        return {"mean": None, "seed_std": None, "n": 0, "diverged": len(values)}
+        return LossStats(None, None, 0, len(values), **extra)
     t = torch.tensor(finite, dtype=torch.float64)
     std = float(t.std(unbiased=True)) if len(finite) > 1 else float("nan")
-    return {"mean": float(t.mean()), "seed_std": std, "n": len(finite), "diverged": len(values) - len(finite)}
+    return LossStats(float(t.mean()), std, len(finite), len(values) - len(finite), **extra)
 
 
-def summary(result: dict[str, Any], group: str = "methods") -> dict[str, dict[str, Any]]:
+def seed_runs(result: BetterResult, label: str, group: str = "methods") -> list[BetterRun]:
+    """The runs of `label` in `group`, one per seed, in the file's order; ValueError naming it if none."""
+    runs = [r for r in result.runs if r.group == group and r.label == label]
+    if not runs:
+        raise ValueError(f"no {group} runs of {label!r} in the result")
+    return runs
+
+
+def summary(result: BetterResult, group: str = "methods") -> dict[str, LossStats]:
     """Per label: mean test loss over seeds, its spread across seeds, and the mean 95% interval."""
-    out: dict[str, dict[str, Any]] = {}
-    for run in result["runs"]:
-        if run["group"] == group:
-            out.setdefault(run["label"], {"losses": [], "ci95": [], "seconds": []})
-            out[run["label"]]["losses"].append(run["test_loss"])
-            out[run["label"]]["ci95"].append(run["test_ci95"])
-            out[run["label"]]["seconds"].append(run["seconds"])
     table = {}
-    for label, v in out.items():
-        cis = [c for c in v["ci95"] if c is not None]
-        table[label] = {
-            **_stats(v["losses"]),
-            "ci95": sum(cis) / len(cis) if cis else None,
-            "seconds": sum(v["seconds"]) / len(v["seconds"]),
-        }
+    for label in dict.fromkeys(r.label for r in result.runs if r.group == group):
+        runs = seed_runs(result, label, group)
+        cis = [r.test_ci95 for r in runs if r.test_ci95 is not None]
+        table[label] = _stats(
+            [r.test_loss for r in runs],
+            ci95=sum(cis) / len(cis) if cis else None,
+            seconds=sum(r.seconds for r in runs) / len(runs),
+        )
     return table
 
 
-def curves(result: dict[str, Any], label: str) -> tuple[list[int], torch.Tensor]:
+def curves(result: BetterResult, label: str) -> tuple[list[int], torch.Tensor]:
     """Validation curves of one method: iterations and a `[seeds, points]` tensor (nan = diverged)."""
-    runs = [r for r in result["runs"] if r["group"] == "methods" and r["label"] == label]
-    iterations = [it for it, _ in runs[0]["val_curve"]]
-    values = torch.tensor([[math.nan if v is None else v for _, v in r["val_curve"]] for r in runs])
+    runs = seed_runs(result, label)
+    iterations = [int(it) for it, _ in runs[0].val_curve]
+    values = torch.tensor([[math.nan if v is None else v for _, v in r.val_curve] for r in runs])
     return iterations, values
 
 
-def sensitivity(result: dict[str, Any], axis: str) -> dict[str, tuple[list[float], list[dict[str, Any]]]]:
+def sensitivity(result: BetterResult, axis: str) -> dict[str, tuple[list[float], list[LossStats]]]:
     """For `axis` "inner_lr" or "inner_steps": per method, the grid and the test-loss stats at each point."""
     out = {}
-    for label in dict.fromkeys(r["label"] for r in result["runs"] if r["group"] == axis):
-        runs = [r for r in result["runs"] if r["group"] == axis and r["label"] == label]
-        grid = sorted({r[axis] for r in runs})
-        out[label] = (grid, [_stats([r["test_loss"] for r in runs if r[axis] == x]) for x in grid])
+    for label in dict.fromkeys(r.label for r in result.runs if r.group == axis):
+        runs = seed_runs(result, label, axis)
+        grid = sorted({getattr(r, axis) for r in runs})
+        out[label] = (grid, [_stats([r.test_loss for r in runs if getattr(r, axis) == x]) for x in grid])
     return out

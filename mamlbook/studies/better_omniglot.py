@@ -30,19 +30,24 @@ import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import cache_root
-from ..reports.run import evaluate_run
+from ..records import from_data, to_data
+from ..reports.run import META_TEST_SEED, evaluate_run
 from ..train.algorithms import MAMLPP_PIECES
 from ..train.checkpoint import load_checkpoint
+from ..train.evaluate import adaptation_curve
 from ..train.presets import preset_config
-from ..train.runconfig import TrainConfig
+from ..train.restore import restore_run
+from ..train.runconfig import DTYPES, TrainConfig
 from ..train.trainer import Trainer
 from .better import config_key
+from .records import BetterOmniglotResult, PooledOmniglot, significant
 
 PRESET = "omniglot-5w1s"
 # label: (algorithm, changes to the preset)
@@ -204,11 +209,34 @@ def hardware(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def per_task_accuracy(folder: Path, test_tasks: int, step: int) -> list[float]:
+    """Each meta-test task's query accuracy after `step` inner steps: `evaluate_run`'s tasks, in its order.
+
+    `evaluate_run` keeps means over tasks; comparing two methods task by task (paired) needs each
+    task's score, on the same tasks for every method and seed, which its fixed seed gives.
+    """
+    payload = load_checkpoint(folder)
+    config = TrainConfig.from_dict(payload["config"])
+    trained = restore_run(payload, folder)
+    distribution = config.make_task().for_split("test")
+    batch = distribution.sample(test_tasks, torch.Generator().manual_seed(META_TEST_SEED))
+    batch = batch.to(config.device, DTYPES[config.dtype])
+    rate = 1.0 if trained.learned else config.inner_lr  # as evaluate_run: learned rates live in the rule
+    curves = adaptation_curve(
+        trained.model, trained.params, batch, distribution.loss, step, rate, with_accuracy=True, rule=trained.rule
+    )
+    return significant(curves["accuracy"][:, step].tolist())
+
+
 def train_and_test(config: TrainConfig, folder: Path, test_tasks: int, steps: int) -> dict[str, Any]:
-    """Train (or finish training) the run in `folder`, then meta-test it; cached in `folder/result.json`."""
+    """Train (or finish training) the run in `folder`, then meta-test it; cached in `folder/result.json`.
+
+    A result kept before runs had per-task scores is scored again from the finished checkpoint.
+    """
     done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    previous = json.loads(done.read_text()) if done.exists() else None
+    if previous is not None and "per_task" in previous:
+        return previous
     started = time.perf_counter()
     trainer = Trainer.resume(folder) if (folder / "checkpoint.pt").exists() else Trainer(config, folder)
     history = trainer.fit(progress=False)
@@ -225,7 +253,8 @@ def train_and_test(config: TrainConfig, folder: Path, test_tasks: int, steps: in
         "val_curve": [[row["iteration"], row.get("val_accuracy_post")] for row in history],
         "train_seconds": training_seconds(history),
         "seconds_this_session": round(time.perf_counter() - started, 1),
-        "trained_on": hardware(config.device),
+        "trained_on": (previous or {}).get("trained_on") or hardware(config.device),
+        "per_task": per_task_accuracy(folder, test_tasks, trained_steps),
     }
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -333,15 +362,21 @@ def better_omniglot(
     folders = [run_folder(config, test_tasks) for config in configs]
     results: dict[int, dict[str, Any]] = {}
     todo = []
+    stale: dict[int, dict[str, Any]] = {}  # scored before per-task scores: rescored when time allows
     for i, folder in enumerate(folders):
-        if (folder / "result.json").exists():
-            results[i] = json.loads((folder / "result.json").read_text())
+        saved = json.loads((folder / "result.json").read_text()) if (folder / "result.json").exists() else None
+        if saved is not None and ("per_task" in saved or trained_only):
+            results[i] = saved
         elif not trained_only:
             todo.append((i, rows[i], configs[i], folder))
+            if saved is not None:
+                stale[i] = saved
     if progress and todo:
-        print(f"{len(todo)} of {len(rows)} runs to train, {jobs} at a time", file=sys.stderr, flush=True)
+        print(f"{len(todo)} of {len(rows)} runs to train or score, {jobs} at a time", file=sys.stderr, flush=True)
     trained, errors = _train_all(todo, test_tasks, steps, jobs, deadline, progress)
     results.update(trained)
+    for i, saved in stale.items():
+        results.setdefault(i, saved)
     runs, missing = [], []
     for i, (row, config, folder) in enumerate(zip(rows, configs, folders, strict=True)):
         if i not in results:
@@ -430,7 +465,7 @@ def _device(run: dict[str, Any]) -> str:
     return run.get("device", "cpu")  # results written before runs recorded their device were all CPU runs
 
 
-def pool(*results: dict[str, Any]) -> dict[str, Any]:
+def pool(*results: BetterOmniglotResult | dict[str, Any]) -> PooledOmniglot:
     """Several study results (say, one per device) read as one: seeds stay the unit of evidence.
 
     A seed fixes a run's initialization and its stream of tasks, so the same configuration and seed
@@ -439,6 +474,7 @@ def pool(*results: dict[str, Any]) -> dict[str, Any]:
     interval is taken; `replicates` lists them side by side, which measures what rounding alone
     does to a run. Training time counts CPU runs only (GPU runs shared their card).
     """
+    results = tuple(to_data(r) if is_dataclass(r) else r for r in results)
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for result in results:
         for run in result["runs"]:
@@ -472,24 +508,29 @@ def pool(*results: dict[str, Any]) -> dict[str, Any]:
             key = (m["group"], m["label"], m["seed"])
             if key not in found:
                 missing.setdefault(key, {"group": m["group"], "label": m["label"], "seed": m["seed"]})
-    return {
+    pooled = {
         "runs": runs,
         "methods": summary(runs, "methods"),
         "ablation": summary(runs, "ablation"),
         "replicates": pairs,
         "missing": list(missing.values()),
     }
+    return from_data(PooledOmniglot, pooled, "pooled better-omniglot results")
 
 
-def val_spread(runs: list[dict[str, Any]], label: str, group: str = "methods") -> tuple[list[int], list[list[float]]]:
-    """Validation curves of method `label` over its seeds: the iterations and one curve per seed."""
+def val_spread(runs: list[Any], label: str, group: str = "methods") -> tuple[list[int], list[list[float]]]:
+    """Validation curves of method `label` over its seeds: the iterations and one curve per seed.
+
+    `runs` are a result's typed runs (`OmniglotRun`) or their dicts.
+    """
+    runs = [to_data(r) if is_dataclass(r) else r for r in runs]
     rs = [r for r in runs if r["group"] == group and r["label"] == label]
     curves = [dict((it, a) for it, a in r["val_curve"] if a is not None) for r in rs]
     iterations = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
     return iterations, [[c[it] for it in iterations] for c in curves]
 
 
-def stability(runs: list[dict[str, Any]], label: str, group: str = "methods") -> dict[str, float | int]:
+def stability(runs: list[Any], label: str, group: str = "methods") -> dict[str, float | int]:
     """How unsteady method `label`'s validation accuracy is, in points, from its seeds' curves.
 
     `spread`: standard deviation across seeds at each check, averaged (over the whole run and over

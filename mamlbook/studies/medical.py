@@ -51,6 +51,7 @@ from ..train.runconfig import TrainConfig
 from ..train.trainer import Trainer
 from .base import TEST_SEED
 from .better_omniglot import seed_interval, training_seconds
+from .records import significant
 
 FORMAT = 1
 SPLIT_IDS, SHOTS, SEEDS = (1, 2), (1, 5), (0, 1, 2)
@@ -423,17 +424,25 @@ class Study:
         extra = {"head": self.head} if job["kind"] == "pretrain" else {}
         return self.folder(job) / f"scores-{_key({'test': self.test_settings, **extra})}.json"
 
-    def run(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        """Train (or finish training) the job's model, score it on the shared test tasks, and keep the scores."""
+    def run(self, job: dict[str, Any], rescore: bool = True) -> list[dict[str, Any]]:
+        """Train (or finish training) the job's model, score it on the shared test tasks, and keep the scores.
+
+        Scores kept before rows had per-task scores are scored again from the saved model (`rescore`),
+        so every method can be compared task by task; with `rescore=False` they are read as they are.
+        """
         path = self.results_path(job)
         if path.exists():
-            return json.loads(path.read_text())
+            rows = json.loads(path.read_text())
+            if not rescore or all("per_task" in row for row in rows):
+                return rows
         folder = self.folder(job)
         rows = getattr(self, f"_run_{job['kind']}")(job, folder)
         path.write_text(json.dumps(rows, indent=1) + "\n")
         return rows
 
-    def _row(self, method, split_id, k_shot, seed, scored, started, **extra) -> dict[str, Any]:
+    def _row(self, method, split_id, k_shot, seed, scored, correct: Tensor, started, **extra) -> dict[str, Any]:
+        """One result row; `correct: [B, len(steps)]` per-task accuracies, kept at the headline step as
+        `per_task` (the shared test tasks' order, the same for every method and seed)."""
         last = len(scored["steps"]) - 1 if "headline_index" not in extra else extra.pop("headline_index")
         return {
             "method": method,
@@ -447,6 +456,7 @@ class Study:
             "test_seconds": round(time.perf_counter() - started, 1),
             "tasks": self.tasks,
             **extra,
+            "per_task": significant(correct[:, last].tolist()),
         }
 
     def _train(self, config: TrainConfig, folder: Path) -> tuple[Trainer, list[dict[str, Any]]]:
@@ -474,6 +484,7 @@ class Study:
                     job["k_shot"],
                     job["seed"],
                     scored,
+                    acc,
                     started,
                     headline_index=config.inner_steps,
                     train_seconds=training_seconds(history),
@@ -527,6 +538,7 @@ class Study:
                     k,
                     job["seed"],
                     score(acc, steps, pred, batch, names),
+                    acc,
                     started,
                     train_seconds=history[-1]["seconds"],
                     epochs=len(history),
@@ -550,6 +562,7 @@ class Study:
                 job["k_shot"],
                 job["seed"],
                 scored,
+                acc,
                 started,
                 train_seconds=0.0,
                 key=folder.name,
@@ -585,7 +598,7 @@ def medical(
             missing.append({**job, "key": study.folder(job).name})
             continue
         started = time.perf_counter()
-        rows = study.run(job)
+        rows = study.run(job, rescore=not trained_only and time.perf_counter() <= deadline)
         runs += rows
         # a job trains once (its rows share the training time) and scores each row's tasks
         core_seconds += rows[0]["train_seconds"] + sum(r["test_seconds"] for r in rows)
