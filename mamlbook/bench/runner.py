@@ -31,9 +31,11 @@ from ..engine.strategy import available_strategies
 from ..meta import InnerLoop
 from ..meta.anil import anil_rule
 from ..models import Conv4, SineMLP
+from ..records import cpu_model, from_data, read_record, write_record
 from ..tasks import Sinusoid, TaskBatch
 from .frameworks.harness import FRAMEWORK_FORMS, FRAMEWORK_IMPLS, bench_step
 from .peers import PEER_GRADIENTS
+from .records import BenchResults, BenchRow
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,36 @@ def _reset_peak_rss() -> bool:
     return True
 
 
+def step_memory(impl: str, step: Callable[[], None], device: torch.device) -> dict[str, float | None]:
+    """Peak memory of one more meta-iteration, measured as peaks (`mamlbook.memory`), run after the
+    timed ones so that neither the hooks nor the profiler slow or inflate what they measure.
+
+    `saved_peak_mib`: the most bytes autograd's graphs held for backward at one time (what grows
+    with the inner steps in second-order MAML; blind to what `torch.utils.checkpoint` saves and
+    recomputes, and None where `torch.func` refuses the hooks, as under vmap); `saved_total_mib`:
+    the bytes of every save summed, not a peak, for comparison. `alloc_peak_mib` (CPU): the most
+    bytes held at one time in the tensors the iteration allocated, checkpointing's recomputation
+    included (torch.profiler; on a GPU `peak_mib` is already the allocator's peak). None for
+    TensorFlow and JAX, whose memory torch does not see.
+    """
+    from ..memory import SavedTensorMemory, allocator_peak
+
+    memory: dict[str, float | None] = {"saved_peak_mib": None, "saved_total_mib": None, "alloc_peak_mib": None}
+    if impl in FRAMEWORK_IMPLS:
+        return memory
+    try:
+        with SavedTensorMemory() as saved:
+            step()
+        _sync(device)
+        memory["saved_peak_mib"], memory["saved_total_mib"] = saved.peak_mib, saved.total_mib
+    except RuntimeError as error:
+        if "saved tensor hooks" not in str(error):  # torch.func's refusal; anything else is a failure
+            raise
+    if device.type == "cpu":
+        memory["alloc_peak_mib"] = allocator_peak(step).peak_mib
+    return memory
+
+
 def time_impl(
     impl: str,
     problem: Problem,
@@ -204,11 +236,14 @@ def time_impl(
     warmup: int,
     seed: int = 0,
     meta_batch: int | None = None,
+    memory: bool = True,
 ) -> dict[str, Any]:
     """Median and min milliseconds of one meta-iteration, and peak memory.
 
     CUDA: `max_memory_allocated` during the timed iterations. CPU: the process's peak resident set
-    (`peak_mib`) and its growth over the resident set before the timed iterations (`extra_mib`).
+    (`peak_mib`) and its growth over the resident set before the timed iterations (`extra_mib`):
+    Python, torch and the allocator's caching included, so they show little of what an iteration
+    holds. `memory` adds `step_memory`'s peaks (two more iterations, after the timed ones).
     """
     torch.manual_seed(seed)
     model = problem.make_model().to(device)
@@ -246,6 +281,7 @@ def time_impl(
         "peak_mib": peak,
         "extra_mib": None if peak is None or before is None else peak - before,
         "repeat": repeat,
+        **(step_memory(impl, step, device) if memory else {}),
     }
 
 
@@ -350,6 +386,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
@@ -358,7 +396,9 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
+def format_table(rows: Sequence[dict[str, Any] | BenchRow]) -> str:
+    """Rows, live (dicts from `run_bench`) or stored (`read_rows`), as an aligned text table."""
+    rows = [vars(r) if isinstance(r, BenchRow) else r for r in rows]
     head = (
         f"{'problem':>16} {'impl':>12} {'strategy':>12} {'order':>5} {'steps':>5} {'batch':>5} "
         f"{'median ms':>10} {'min ms':>9} {'peak MiB':>9} {'+MiB':>7} {'x l2l':>7}"
@@ -376,20 +416,18 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_json(rows: Sequence[dict[str, Any]], path: str | Path, command: str | None = None) -> Path:
-    """The rows as a JSON list; each also says the command, package version and machine behind it."""
+    """The rows as a `BenchResults` record; each row also says the command, package version and machine."""
     from .. import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     about = {"command": command, "mamlbook": __version__, "machine": machine()}
-    path.write_text(json.dumps([{**row, **about} for row in rows], indent=2) + "\n")
-    return path
+    typed = [from_data(BenchRow, {**row, **about}, f"{path}: rows[{i}]") for i, row in enumerate(rows)]
+    record = BenchResults(rows=typed)
+    return write_record(record, path, indent=2)
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a results file written by `write_json`."""
-    document = json.loads(Path(path).read_text())
-    return document["rows"] if isinstance(document, dict) else document
+def read_rows(path: str | Path) -> list[BenchRow]:
+    """Rows of a results file written by `write_json`, typed; a missing or renamed column fails here."""
+    return read_record(BenchResults, path).rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,11 +17,14 @@ JAX is imported only when a function here runs (`pip install mamlbook[frameworks
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .quiet import quiet_import
 
 if TYPE_CHECKING:
     from .problem import MetaInputs, Result
@@ -30,9 +33,16 @@ BN_EPS = 1e-5  # PyTorch's BatchNorm2d default
 
 
 def require_jax():
-    """`import jax`, with a clear message when it is not installed."""
+    """`import jax`, quiet (as TensorFlow: `quiet_import`), with a clear message when it is not
+    installed."""
+    # The CPU jaxlib of the `frameworks` extra warns through Python logging, when its backend starts
+    # on a machine with a GPU, that it falls back to the CPU: this harness means the CPU, and an
+    # executed chapter would show the line as stderr. Only set when the user has not chosen a level.
+    backend_log = logging.getLogger("jax._src.xla_bridge")
+    if backend_log.level == logging.NOTSET:
+        backend_log.setLevel(logging.ERROR)
     try:
-        import jax
+        jax = quiet_import("jax")
     except ImportError as exc:
         raise ImportError(
             f"JAX is not installed ({exc}); install the `frameworks` extra: "

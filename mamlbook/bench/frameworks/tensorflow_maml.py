@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .quiet import quiet_import
+
 if TYPE_CHECKING:
     from .problem import MetaInputs, Result
 
@@ -33,8 +35,10 @@ BN_EPS = 1e-5  # PyTorch's BatchNorm2d default
 
 def require_tensorflow():
     """`import tensorflow`, quiet, with a clear message when it is not installed."""
-    # TensorFlow's C++ logging prints banners on import (CPU features, oneDNN); executed chapters
-    # would show them. Only set when the user has not chosen a level.
+    # TensorFlow's C++ logging prints lines on import and later (CPU features, "Not handling type
+    # DT_DOUBLE"); executed chapters would show them. The level filters those logged after the
+    # import; the ones logged during it ignore it and are silenced by `quiet_import`. Only set when
+    # the user has not chosen a level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
         # TensorFlow's bundled LLVM clashes with triton's: loading triton (as torch.compile and
@@ -45,7 +49,7 @@ def require_tensorflow():
         except Exception:  # a broken triton is torch's problem, not a reason to refuse TensorFlow
             pass
     try:
-        import tensorflow as tf
+        tf = quiet_import("tensorflow")
     except ImportError as exc:
         raise ImportError(
             f"TensorFlow is not installed ({exc}); install the `frameworks` extra: "
