@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -110,3 +111,33 @@ def test_mathjax_is_served_locally(built):
         assert "cdn.jsdelivr.net" not in html
         assert "_static/mathjax/tex-mml-chtml.js" in html
     assert (HTML / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+
+
+def test_no_executed_chapter_prints_a_fallback_instead_of_a_value():
+    """Chapters read typed results and fail loudly; none prints "not stored", "not found" and the like."""
+    from notebook_scan import fallback_sentences
+
+    problems = {}
+    for docname, execution in executions().items():
+        assert execution.ok, f"{docname} failed to execute"
+        notebook = json.loads(execution.notebook.read_text())
+        lines = fallback_sentences(notebook)
+        if lines:
+            problems[docname] = lines
+    assert not problems, f"fallback text in executed chapters: {problems}"
+
+
+def test_the_fallback_scan_finds_what_it_looks_for():
+    from notebook_scan import fallback_sentences
+
+    def notebook(*texts):
+        outputs = [{"output_type": "stream", "name": "stdout", "text": t} for t in texts]
+        return {"cells": [{"cell_type": "code", "outputs": outputs}]}
+
+    glued = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "display_data", "data": {"text/plain": "'(not stored)'"}, "metadata": {}}]}]}
+    assert fallback_sentences(glued) == ["cell 1: '(not stored)'"]
+    bad = "the stored result holds no return after one step that this chapter recognizes"
+    assert fallback_sentences(notebook("MAML after one step: -13.6", bad)) == [f"cell 1: {bad}"]
+    assert fallback_sentences(notebook("book/results/sweep.json is missing; running it now")) != []
+    assert fallback_sentences(notebook("MAML after one step: -13.6 (paper: -11.7)")) == []
