@@ -27,6 +27,7 @@ __all__ = [
     "RecordError",
     "cpu_model",
     "from_data",
+    "read_json",
     "read_record",
     "record_from_data",
     "to_data",
@@ -149,16 +150,20 @@ def to_data(value: Any) -> Any:
     return value
 
 
-def read_record(cls: type[T], path: str | os.PathLike) -> T:
-    """Read `path` as a `cls` record, checking its format version; errors name the file and field."""
+def read_json(path: str | os.PathLike, missing: str = "") -> Any:
+    """A result file's parsed JSON; a missing file or bad JSON fails naming the file (and `missing`'s advice)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise FileNotFoundError(f"{path} does not exist{missing}")
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise RecordError(f"{path}: not valid JSON ({error})") from None
-    return record_from_data(cls, data, str(path))
+
+
+def read_record(cls: type[T], path: str | os.PathLike) -> T:
+    """Read `path` as a `cls` record, checking its format version; errors name the file and field."""
+    return record_from_data(cls, read_json(path), str(path))
 
 
 def record_from_data(cls: type[T], data: Any, source: str) -> T:

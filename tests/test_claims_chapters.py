@@ -496,3 +496,13 @@ def test_better_omniglot_curves_read_typed_runs_like_dicts():
     runs = load_result(RESULTS / "better-omniglot.json").runs
     assert val_spread(runs, "MAML") == val_spread([to_data(r) for r in runs], "MAML")
     assert stability(runs, "MAML++") == stability([to_data(r) for r in runs], "MAML++")
+
+
+def test_position_against_says_a_side_only_when_the_interval_is_on_it():
+    from mamlbook.reports.claims import position_against
+
+    assert position_against(14.4, 22.1, 19.4) == "not distinguishable from"
+    assert position_against(10.0, 15.0, 19.4) == "below"
+    assert position_against(20.0, 25.0, 19.4) == "above"
+    with pytest.raises(ValueError):
+        position_against(3.0, 2.0, 1.0)

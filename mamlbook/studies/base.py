@@ -7,7 +7,6 @@ Every result states what produced it: the command, the package and torch version
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..records import RecordError, cpu_model, from_data, record_from_data, write_record
+from ..records import RecordError, cpu_model, from_data, read_json, record_from_data, write_record
 from .records import RESULT_TYPES, StudyResult
 
 TEST_SEED = 30_000
@@ -62,11 +61,5 @@ def result_from_data(data: dict[str, Any], source: str, *, new: bool = False) ->
 
 def load_result(path: str | os.PathLike) -> StudyResult:
     """Read a saved study as its typed record; a missing or renamed field fails, naming file and field."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; produce it with `mamlbook study {path.stem}`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise RecordError(f"{path}: not valid JSON ({error})") from None
+    data = read_json(path, missing=f"; produce it with `mamlbook study {Path(path).stem}`")
     return result_from_data(data, str(path))

@@ -57,6 +57,7 @@ from .words import (
     larger_than_all,
     loss_or_diverged,
     overlap_phrase,
+    position_against,
     spread_word,
     times_less_or_more,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "lead_status",
     "loss_or_diverged",
     "overlap_phrase",
+    "position_against",
     "pieces_sentence",
     "reference_by_cell",
     "rl_estimators_reading",

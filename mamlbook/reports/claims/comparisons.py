@@ -53,7 +53,7 @@ def describe(
     higher_is_better: bool = True,
     digits: int = 1,
 ) -> str:
-    """One sentence on a − b that claims a direction only when the paired interval supports it.
+    """One sentence on a − b that claims a direction only when its interval supports it, naming the interval.
 
     "MAML is better than transfer by 3.1% (95% paired interval 1.2% to 5.0%)", "... is worse than ...",
     or "no difference detected between MAML and transfer at this budget (95% paired interval -1.0% to
@@ -61,7 +61,7 @@ def describe(
     [0, 1] print as percentage points by default; for losses pass `unit=""`, `scale=1.0`).
     """
     interval = (
-        f"{_confidence(c.confidence)} paired interval "
+        f"{_confidence(c.confidence)} {_interval_name(c)} "
         f"{_number(c.low, scale, digits)}{unit} to {_number(c.high, scale, digits)}{unit}"
     )
     word = verdict(c, higher_is_better=higher_is_better)
@@ -187,29 +187,9 @@ def _interval_name(c: PairedComparison) -> str:
     return "paired interval"
 
 
-def describe_comparison(
-    c: PairedComparison,
-    *,
-    name_a: str,
-    name_b: str,
-    unit: str = "%",
-    scale: float = 100.0,
-    higher_is_better: bool = True,
-    digits: int = 1,
-) -> str:
-    """`describe`, naming the interval `compare` used: paired, over seeds, or unpaired over tasks.
-
-    "FOMAML is worse than MAML by 26.3% (95% interval over seeds -44.2% to -8.4%)"; a direction only
-    when the interval excludes zero, else "no difference detected between ...".
-    """
-    interval = (
-        f"{_confidence(c.confidence)} {_interval_name(c)} "
-        f"{_number(c.low, scale, digits)}{unit} to {_number(c.high, scale, digits)}{unit}"
-    )
-    word = verdict(c, higher_is_better=higher_is_better)
-    if word == "no difference detected":
-        return f"no difference detected between {name_a} and {name_b} at this budget ({interval})"
-    return f"{name_a} is {word} than {name_b} by {_number(abs(c.difference), scale, digits)}{unit} ({interval})"
+# `describe` names the interval of whatever `compare` chose (paired, over seeds, unpaired over tasks,
+# envelope), so the chapters' comparisons and the plain paired ones share one sentence.
+describe_comparison = describe
 
 
 def comparison_basis(comparisons: Sequence[PairedComparison], study: str) -> str:

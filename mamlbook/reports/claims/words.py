@@ -129,3 +129,15 @@ def spread_word(ratio: float, factor: float = 1.5) -> str:
 def times_less_or_more(ratio: float) -> str:
     """reference / other as "2.0 times less" (the other moved less) or "1.5 times more"."""
     return f"{ratio:.1f} times less" if ratio >= 1 else f"{1 / ratio:.1f} times more"
+
+
+def position_against(low: float, high: float, value: float) -> str:
+    """Where an interval [low, high] lies against a reference value: "below", "above", or, when it
+    contains the value, "not distinguishable from" (a mean on one side is not enough to say a side)."""
+    if low > high:
+        raise ValueError(f"the interval's low end {low} is above its high end {high}")
+    if high < value:
+        return "below"
+    if low > value:
+        return "above"
+    return "not distinguishable from"
