@@ -133,10 +133,14 @@ def test_study_runs_are_cached_by_configuration_and_shared_between_figures(tmp_p
     assert len(set(keys.values())) < len(rows)  # shared runs train once
 
     calls = []
-    monkeypatch.setattr(better_study, "train_and_test", lambda config, n: calls.append(config.seed) or {"x": 1})
+    run = {"x": 1, "per_task": [0.5, 0.25]}
+    monkeypatch.setattr(better_study, "train_and_test", lambda config, n: calls.append(config.seed) or run)
     config = rows[0]["config"]
     first, hit_first = better_study.cached_run(config, 50, tmp_path)
     again, hit_again = better_study.cached_run(config, 50, tmp_path)
-    assert (hit_first, hit_again, calls, first, again) == (False, True, [config.seed], {"x": 1}, {"x": 1})
+    assert (hit_first, hit_again, calls, first, again) == (False, True, [config.seed], run, run)
+    # An entry from before runs kept per-task scores is trained again, not read.
+    (tmp_path / f"{better_study.config_key(config, 50)}.json").write_text('{"x": 1}')
+    assert better_study.cached_run(config, 50, tmp_path) == (run, False) and len(calls) == 2
     other = mb.TrainConfig.from_dict({**config.to_dict(), "seed": 99})
     assert better_study.config_key(other, 50) != better_study.config_key(config, 50)

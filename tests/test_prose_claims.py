@@ -97,16 +97,18 @@ def test_one_maml_seed_sets_most_of_the_widest_medical_envelope() -> None:
     maml = load_result(BOOK / "results" / "medical.json").table["MAML"]
     widest = max((c for c in maml if len(maml[c].seeds) > 1), key=lambda c: maml[c].spread)
     cell = maml[widest]
-    assert widest == "split 2, 5-shot"
-    assert [f"{100 * a:.1f}" for a in cell.by_seed] == ["90.7", "81.8", "92.8"]
+    seeds = range(len(cell.by_seed))
+    median = sorted(cell.by_seed)[len(cell.by_seed) // 2]
+    outlier = max(seeds, key=lambda i: abs(cell.by_seed[i] - median))
+    others = [i for i in seeds if i != outlier]
 
     def width(kept: list[int]) -> float:
         return max(cell.by_seed[i] + cell.task_ci95_by_seed[i] for i in kept) - min(
             cell.by_seed[i] - cell.task_ci95_by_seed[i] for i in kept
         )
 
-    assert abs(width([0, 1, 2]) - (cell.high - cell.low)) < 1e-3  # the stored envelope
-    assert width([0, 2]) < width([0, 1, 2]) / 4
+    assert abs(width(list(seeds)) - (cell.high - cell.low)) < 1e-3  # the stored envelope
+    assert width(others) < width(list(seeds)) / 4, "the chapter says one seed sets most of the width"
 
 
 def test_the_rl_study_takes_the_step_size_of_the_papers_text() -> None:
