@@ -506,3 +506,14 @@ def test_position_against_says_a_side_only_when_the_interval_is_on_it():
     assert position_against(20.0, 25.0, 19.4) == "above"
     with pytest.raises(ValueError):
         position_against(3.0, 2.0, 1.0)
+
+
+def test_claim_status_holds_only_when_the_interval_is_on_the_claimed_side():
+    from mamlbook.reports.claims import claim_status
+
+    lower = PairedComparison(-0.03, -0.05, -0.01, 0.95, 1, 1, 600, "test")
+    assert claim_status(lower, -1) == "holds" and claim_status(lower, +1) == "does not hold"
+    unclear = PairedComparison(0.01, -0.01, 0.03, 0.95, 1, 1, 600, "test")
+    assert claim_status(unclear, -1) == "is not decided"
+    with pytest.raises(ValueError):
+        claim_status(lower, 0)

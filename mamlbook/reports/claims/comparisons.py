@@ -269,3 +269,13 @@ def below_reference(c: PairedComparison, reference: str) -> str:
     if c.low > 0:
         return f"above {reference}'s, and the paired interval excludes zero"
     return f"not below {reference}'s"
+
+
+def claim_status(c: PairedComparison, expected_sign: int) -> str:
+    """Whether a claim "a − b has sign `expected_sign`" holds: "holds" when the interval lies on that
+    side of zero, "does not hold" when it lies on the other, "is not decided" when it contains zero."""
+    if expected_sign not in (-1, 1):
+        raise ValueError(f"expected_sign is -1 or +1, got {expected_sign}")
+    if c.sign == 0:
+        return "is not decided"
+    return "holds" if c.sign == expected_sign else "does not hold"
