@@ -1,6 +1,7 @@
 """How a meta-batch is executed: strategies that all compute the same meta-gradient."""
 
 from .chain import NotFoldable, is_foldable
+from .fallback import AutoFallbackWarning
 from .folded import folded_query_losses
 from .mlp_closed import NotClosedForm, closed_query_losses
 from .strategy import (
@@ -27,6 +28,7 @@ __all__ = [
     "STRATEGIES",
     "VERIFIED_LAYERS",
     "WRONG_LAYERS",
+    "AutoFallbackWarning",
     "NotClosedForm",
     "NotFoldable",
     "Probe",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +13,7 @@ from ..meta import InnerLoop, InnerRule, Subset
 from ..meta.mamlpp import has_step_batch_norm
 from ..tasks import TaskBatch
 from .chain import is_foldable, trace_chain
+from .fallback import Result, failure, with_fallback
 from .folded import frozen_prefix
 from .mlp_closed import is_mlp_chain
 from .registry import STRATEGIES
@@ -51,8 +52,19 @@ def resolve_strategy(
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
     if not _refuses(model, strategy):  # a refusal raises its own clearer error
-        warn_if_unverified(model, strategy)
+        warn_if_unverified(model, strategy, batch)
     return strategy
+
+
+def _run(
+    strategy: str, model: nn.Module, rule: InnerRule | None, batch: TaskBatch, compute: Callable[[str], Result]
+) -> Result:
+    """`compute` with the concrete strategy for `strategy`; under "auto", one that raises gives way to
+    the loop (`engine.fallback`): auto never fails where the loop works."""
+    name = resolve_strategy(strategy, model, rule, batch=batch)
+    if strategy != "auto" or name == "loop":
+        return compute(name)
+    return with_fallback(model, name, compute)
 
 
 def query_losses(
@@ -74,8 +86,7 @@ def _query_losses(
     model: nn.Module, params: Mapping[str, Tensor], batch: TaskBatch, inner: InnerLoop, strategy: str = "loop"
 ) -> Tensor:
     """`query_losses` for settings already gathered in an `InnerLoop`: `strategy` resolved, then run."""
-    run = STRATEGIES[resolve_strategy(strategy, model, inner.rule, batch=batch)]
-    return run(model, params, batch, inner)
+    return _run(strategy, model, inner.rule, batch, lambda name: STRATEGIES[name](model, params, batch, inner))
 
 
 def meta_loss(
@@ -116,16 +127,22 @@ def meta_gradient(
     size = tasks if chunk is None else max(1, int(chunk))
     total = torch.zeros((), dtype=next(iter(leaves.values())).dtype, device=batch.query_x.device)
     sums: list[Tensor | None] = [None] * len(leaves)
-    for start in range(0, tasks, size):
-        part = batch if size >= tasks else batch[start : start + size]
+
+    def chunk_gradient(name: str, part: TaskBatch) -> tuple[Tensor, list[Tensor | None]]:
         with torch.enable_grad():
-            loss = _query_losses(model, leaves, part, inner, strategy).sum() / tasks
+            loss = STRATEGIES[name](model, leaves, part, inner).sum() / tasks
             # order 0 cuts adapted parameters from theta: the meta-gradient is zero by definition.
             grads = (
                 torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
                 if loss.requires_grad
                 else [None] * len(leaves)
             )
+        return loss, list(grads)
+
+    for start in range(0, tasks, size):
+        part = batch if size >= tasks else batch[start : start + size]
+        # The backward is inside the fallback too: a strategy may fail only when differentiated.
+        loss, grads = _run(strategy, model, rule, part, lambda name, part=part: chunk_gradient(name, part))
         total = total + loss.detach()
         sums = [g if s is None else (s if g is None else s + g) for s, g in zip(sums, grads, strict=True)]
     return total, {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), sums, strict=True)}
@@ -166,7 +183,11 @@ def explain_auto(
     The fastest strategy by the rules below is taken only if it is right for `model`: if every layer
     is on its verified list (`engine.verified`), or else if a float64 probe on a tiny meta-batch shaped
     like `batch` matches the loop (cached per model structure). Without `batch` there is nothing to
-    probe with, and an unverified model gets the loop.
+    probe with, and an unverified model gets the loop. With `batch`, a forward of the model's own is
+    run once, and a `torch.autograd.Function` in it makes the model unverified (vmap cannot run one
+    without `setup_context`, and no list vouches for its backward); without `batch` it goes unseen.
+    A strategy that raised on a model of this structure under "auto" gives way to the loop, and the
+    reason quotes its error (`engine.fallback`).
 
     - a rule that adapts only the last layers (ANIL): `folded`, which runs the shared body once per
       task as ordinary layers and the inner steps on the adapted tail alone;
@@ -177,8 +198,19 @@ def explain_auto(
       faster than vmap on the sinusoid MLP at meta-batch 5 and 25, and right with batch norm);
       `vmap` for small models that do not fold and have no batch norm.
     """
+    name, reason = _checked(model, device, rule, batch)
+    failed = failure(model, name) if name != "loop" else None
+    if failed is not None:
+        return "loop", f"{reason}; but {name} raised on {type(model).__name__} ({failed}), so the loop runs it"
+    return name, reason
+
+
+def _checked(
+    model: nn.Module, device: torch.device | str | None, rule: InnerRule | None, batch: TaskBatch | None
+) -> tuple[str, str]:
+    """The fastest strategy if it is verified or probed right on `model`, else the loop; and why."""
     name, reason = _fastest(model, device, rule)
-    missing = unverified_layers(model, name)
+    missing = unverified_layers(model, name, batch)
     if not missing:
         return name, reason
     why = why_unverified(missing, name)

@@ -13,8 +13,11 @@ tiny random meta-batch, the candidate against the loop, with the verdict cached 
 
 Containers (`nn.Sequential`, `nn.ModuleList`, `nn.ModuleDict`, and any module that holds children
 but no parameters or buffers of its own) are judged by the modules they hold. What a container's
-`forward` does between its children is not a layer: when torch.fx can trace the model, calls of the
-functional norms vmap gets wrong (`F.layer_norm`, ...) are caught too; otherwise they go unseen.
+`forward` does between its children is part of the model too: when torch.fx can trace the model,
+calls of the functional norms vmap gets wrong (`F.layer_norm`, ...) are caught; and given an example
+batch, the forward is run once and every `torch.autograd.Function` it puts in the graph (a backward
+of its own, which torch.func cannot run without `setup_context` and which no list vouches for)
+makes the model unverified, so it is probed or runs the loop. Without a batch those go unseen.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.func import functional_call
+from torch.utils._pytree import tree_leaves
 
 from ..meta import InnerLoop
 from ..tasks import TaskBatch
@@ -190,8 +195,57 @@ def _vmap_wrong_free_calls(model: nn.Module) -> tuple[str, ...]:
     return _FREE_CALLS[model]
 
 
-def unverified_layers(model: nn.Module, strategy: str) -> list[str]:
-    """The layer types of `model` that `strategy` is not verified on, sorted; empty for the loop."""
+# Label suffix of an autograd.Function found in the forward, and what is unknown about it.
+_APPLY = ".apply"
+_OWN_BACKWARD = "a torch.autograd.Function with a backward of its own, never measured against the loop"
+
+_FUNCTIONS: weakref.WeakKeyDictionary[nn.Module, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def autograd_functions(model: nn.Module, batch: TaskBatch) -> tuple[str, ...]:
+    """The `torch.autograd.Function`s that `model`'s forward on `batch`'s first support set puts in the
+    autograd graph, as `Name.apply`; cached per model object.
+
+    The graph is the one reliable witness: torch.fx traces through `apply` into the Function's own
+    forward, and a `TorchFunctionMode` sees the same inner ops, so neither shows the custom backward
+    that vmap and grad would have to run. The forward runs on a copy of the buffers (batch norm's
+    running statistics stay as they were) with the random state restored afterwards. A forward that
+    raises finds nothing here: the strategy that runs it raises the same error.
+    """
+    if model in _FUNCTIONS:
+        return _FUNCTIONS[model]
+    state = {k: p.detach().requires_grad_() for k, p in model.named_parameters()}
+    state.update({k: b.clone() for k, b in model.named_buffers()})
+    x = batch.support_x[0]
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.enable_grad():
+            outputs = functional_call(model, state, (x,))
+    except Exception:  # not ours to report: the loop raises it too, with the user's own traceback
+        return ()
+    found: set[str] = set()
+    pending = [t.grad_fn for t in tree_leaves(outputs) if isinstance(t, Tensor) and t.grad_fn is not None]
+    seen: set[int] = set()
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            found.add(f"{node._forward_cls.__name__}{_APPLY}")
+        pending.extend(child for child, _ in node.next_functions)
+    _FUNCTIONS[model] = tuple(sorted(found))
+    return _FUNCTIONS[model]
+
+
+def has_own_forward(model: nn.Module) -> bool:
+    """Whether a container of a class of its own runs code of its own between the layers judged."""
+    return any(type(c) not in _CONTAINERS for c in _opened_containers(model))
+
+
+def unverified_layers(model: nn.Module, strategy: str, batch: TaskBatch | None = None) -> list[str]:
+    """The layer types of `model` that `strategy` is not verified on, sorted; empty for the loop.
+
+    With `batch`, a forward of the model's own is run once to find autograd.Functions in it."""
     if strategy == "loop":
         return []
     verified = VERIFIED_LAYERS.get(strategy, frozenset())
@@ -201,8 +255,10 @@ def unverified_layers(model: nn.Module, strategy: str) -> list[str]:
             missing.add(_layer_label(module))
         elif _random_in_training(module):
             missing.add(f"{_layer_label(module)}{_IN_TRAINING}")
-    if strategy == "vmap" and any(type(c) not in _CONTAINERS for c in _opened_containers(model)):
+    if strategy == "vmap" and has_own_forward(model):
         missing.update(_vmap_wrong_free_calls(model))
+    if batch is not None and has_own_forward(model):
+        missing.update(autograd_functions(model, batch))
     return sorted(missing)
 
 
@@ -215,9 +271,9 @@ def _opened_containers(model: nn.Module) -> Iterator[nn.Module]:
             yield from _opened_containers(child)
 
 
-def is_verified(model: nn.Module, strategy: str) -> bool:
+def is_verified(model: nn.Module, strategy: str, batch: TaskBatch | None = None) -> bool:
     """Whether every layer of `model` is on `strategy`'s list (always, for the loop)."""
-    return not unverified_layers(model, strategy)
+    return not unverified_layers(model, strategy, batch)
 
 
 def why_unverified(layers: list[str], strategy: str) -> str:
@@ -226,6 +282,7 @@ def why_unverified(layers: list[str], strategy: str) -> str:
     if strategy == "vmap":
         wrong.update({name: f"{_VMAP_WRONG} through a weight" for name in _VMAP_WRONG_FUNCTIONS.values()})
     wrong.update({name: _RANDOM for name in layers if name.endswith(_IN_TRAINING)})
+    wrong.update({name: _OWN_BACKWARD for name in layers if name.endswith(_APPLY)})
     by_reason: dict[str, list[str]] = {}
     for name in layers:
         by_reason.setdefault(wrong.get(name, "never measured against the loop"), []).append(name)
@@ -258,9 +315,9 @@ def structure_key(model: nn.Module) -> Hashable:
 _WARNED: set[tuple[Hashable, str]] = set()
 
 
-def warn_if_unverified(model: nn.Module, strategy: str) -> None:
+def warn_if_unverified(model: nn.Module, strategy: str, batch: TaskBatch | None = None) -> None:
     """Warn, once per model structure and strategy, that `strategy` runs on layers it is not verified on."""
-    missing = unverified_layers(model, strategy)
+    missing = unverified_layers(model, strategy, batch)
     if not missing:
         return
     key = (structure_key(model), strategy)
@@ -276,6 +333,13 @@ def warn_if_unverified(model: nn.Module, strategy: str) -> None:
 
 
 # --- the probe: measure the one model instead of the layer lists ---------------------------------
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: message` up to the message's first line break: enough to name a cause in one sentence."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+
 
 PROBE_TOLERANCE = 1e-8
 PROBE_TASKS = 3
@@ -347,7 +411,7 @@ def measure(model: nn.Module, strategy: str, batch: TaskBatch) -> Probe:
         reference = _meta_gradient(STRATEGIES["loop"], twin, leaves, tiny)
         candidate = _meta_gradient(STRATEGIES[strategy], twin, leaves, tiny)
     except Exception as exc:  # any failure means the candidate is not shown right: the verdict says why
-        return Probe(strategy, None, f"{type(exc).__name__}: {exc}")
+        return Probe(strategy, None, first_line(exc))
     norm = math.sqrt(sum(float((r**2).sum()) for r in reference))
     diff = math.sqrt(sum(float(((c - r) ** 2).sum()) for c, r in zip(candidate, reference, strict=True)))
     if not math.isfinite(diff) or norm == 0:
