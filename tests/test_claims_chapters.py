@@ -279,14 +279,15 @@ def test_rl_pre_reading_compares_the_lowest_pre_step_return_with_the_untrained_p
 
 
 def test_rl_chapter_sentences_on_the_stored_result():
-    """The stored study has no per-goal returns: its comparisons are unpaired, and the basis says so."""
+    """The stored study keeps each goal's return: its comparisons are paired per goal, and the basis says so."""
     result = load_result(RESULTS / "rl-nav2d.json")
     methods, steps = result.evaluation.methods, result.evaluation.steps
     maml, pre = methods[f"MAML ({result.main})"], methods["pretrained"]
     one, last = steps.index(1), len(steps) - 1
     first = compare([step_score(maml, one)], [step_score(pre, one)])
     later = compare([step_score(maml, last)], [step_score(pre, last)])
-    assert comparison_basis([first, later], "rl").startswith("The stored rl study predates per-task scores")
+    assert comparison_basis([first, later], "rl").startswith("The comparisons of the rl study are paired per test task")
+    assert first.n_tasks == later.n_tasks == len(result.evaluation.goals)
     assert verdict(first) == "better" and verdict(later) == "worse"
     paper = published("finn2017.nav2d.maml.step1").value
     assert against_published(maml.mean[one], maml.ci95[one], paper).startswith("is consistent")
