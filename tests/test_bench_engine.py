@@ -102,7 +102,8 @@ def test_results_file_and_plot(tmp_path) -> None:
     ]
     path = write_json(rows, tmp_path / "r.json", command="mamlbook bench --problems p")
     document = json.loads(path.read_text())
-    assert set(document) == {"format", "rows"} and document["format"] == BenchResults.FORMAT
+    assert set(document) == {"format", "rows", "peak_gflops"} and document["format"] == BenchResults.FORMAT
+    assert document["peak_gflops"] is None  # measured only when asked for (`mamlbook bench` does)
     assert len(document["rows"]) == len(rows)
     assert all(
         r["command"].startswith("mamlbook bench") and "machine" in r and "mamlbook" in r for r in document["rows"]

@@ -518,3 +518,28 @@ def test_claim_status_holds_only_when_the_interval_is_on_the_claimed_side():
     assert claim_status(unclear, -1) == "is not decided"
     with pytest.raises(ValueError):
         claim_status(lower, 0)
+
+
+# ----- faster.md, reduced precision: an error against the noise between meta-batches -----
+
+
+def test_a_precision_error_is_inside_the_noise_only_below_half_the_spread():
+    from mamlbook.reports.claims import error_against_noise, inside_noise
+
+    assert inside_noise(0.1, 0.5) and inside_noise(0.25, 0.5) and not inside_noise(0.3, 0.5)
+    inside, outside = error_against_noise({"MAML, 1 step": (0.17, 0.9), "MAML, 5 steps": (0.99, 1.1), "x": (0.0, 1.0)})
+    assert inside == ["MAML, 1 step", "x"] and outside == ["MAML, 5 steps"]
+    with pytest.raises(ValueError, match="positive"):
+        inside_noise(0.1, 0.0)
+    with pytest.raises(ValueError, match="not negative"):
+        inside_noise(-0.1, 1.0)
+
+
+def test_training_in_reduced_precision_is_read_from_the_paired_interval():
+    from mamlbook.reports.claims import training_reading
+
+    tie = training_reading(_c(-0.001, -0.016, 0.016))
+    assert tie == "training in it ended where float32 did, within the paired interval (-1.6 points to +1.6 points)"
+    worse = training_reading(_c(-0.03, -0.05, -0.01))
+    assert worse.startswith("training in it ended 3.0 points below float32")
+    assert training_reading(_c(0.02, 0.01, 0.03)).startswith("training in it ended 2.0 points above float32")

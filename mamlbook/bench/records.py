@@ -21,7 +21,8 @@ class BenchRow:
     the allocator's peak); `extra_mib` that peak minus the process's before the first iteration.
     `saved_peak_mib`, `alloc_peak_mib` (peaks) and `saved_total_mib` (a sum, not a peak) are measured
     on one more iteration (`mamlbook.bench.runner.step_memory` says what each counts); None in files
-    written before them.
+    written before them. `compile_s`: the wall time of a compiling impl's first call (in the warm-up,
+    not in the timed iterations); None for the others and in older files.
     """
 
     problem: str
@@ -44,13 +45,19 @@ class BenchRow:
     saved_peak_mib: float | None = None
     saved_total_mib: float | None = None
     alloc_peak_mib: float | None = None
+    compile_s: float | None = None  # the first call's compile, for impls that compile (mamlbook:step-compiled)
+    precision: str = "fp32"  # "bf16"/"fp16": the matrix products in reduced precision (mamlbook.precision)
+    gflop: float | None = None  # the useful work of one meta-iteration (bench.flops); None where not counted
+    gflops: float | None = None  # gflop over the median time
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchResults(Record):
-    """A benchmark run's rows, as `mamlbook bench --json PATH` writes them."""
+    """A benchmark run's rows, as `mamlbook bench --json PATH` writes them; `peak_gflops`, where
+    measured, is the machine's matrix-product rate by precision ("fp32", "bf16") on the run's threads."""
 
     rows: list[BenchRow]
+    peak_gflops: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

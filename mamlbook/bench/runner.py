@@ -27,10 +27,12 @@ from torch import nn
 
 from ..engine import STRATEGIES, meta_gradient
 from ..engine.imaml import imaml_query_losses
+from ..engine.mlp_closed import is_mlp_chain
 from ..engine.strategy import available_strategies
 from ..meta import InnerLoop
 from ..meta.anil import anil_rule
 from ..models import Conv4, SineMLP
+from ..precision import check_precision
 from ..records import cpu_model, from_data, read_record, write_record
 from ..tasks import Sinusoid, TaskBatch
 from .frameworks.harness import FRAMEWORK_FORMS, FRAMEWORK_IMPLS, bench_step
@@ -87,7 +89,11 @@ def _impl_names(impls: Sequence[str], model: nn.Module) -> list[str]:
     names: list[str] = []
     for impl in impls:
         algorithm, _, strategy = impl.partition(":")
-        if impl == "mamlbook":
+        if impl == STEP_COMPILED:
+            if not is_mlp_chain(model):
+                raise ValueError(f"{impl} runs MLP chains (Linear and ReLU/Tanh) only, not {type(model).__name__}")
+            names.append(impl)
+        elif impl == "mamlbook":
             names += [f"mamlbook:{s}" for s in available_strategies(model)]
         elif algorithm in ("mamlbook", "anil"):
             # `strategy@k`: the meta-batch k tasks at a time, a backward after each (meta_gradient's chunk).
@@ -106,17 +112,36 @@ def _impl_names(impls: Sequence[str], model: nn.Module) -> list[str]:
             names.append(impl)
         else:
             raise ValueError(
-                f"unknown impl {impl!r}; known: mamlbook, mamlbook:<strategy>, anil[:<strategy>], imaml, "
-                f"{', '.join(PEER_GRADIENTS)}, {', '.join(FRAMEWORK_IMPLS)}"
+                f"unknown impl {impl!r}; known: mamlbook, mamlbook:<strategy>, {STEP_COMPILED}, anil[:<strategy>], "
+                f"imaml, {', '.join(PEER_GRADIENTS)}, {', '.join(FRAMEWORK_IMPLS)}"
             )
     return names
 
 
 # Algorithms benchmarked besides MAML itself: each is a plug-in to the same engine.
 ALGORITHMS = ("mamlbook", "anil", "imaml")
+# The whole meta-iteration, Adam included, as one compiled call (engine/compiled_step.py): not a
+# strategy (a strategy computes losses, this takes the optimizer step), so not in `STRATEGIES`.
+STEP_COMPILED = "mamlbook:step-compiled"
 
 
-def _impl_gradient(impl: str, model: nn.Module, problem: Problem, steps: int, order: int):
+class _CompiledStep:
+    """`CompiledMetaStep.step` on one batch, as a timed step; its compile time read after the warm-up."""
+
+    def __init__(self, model: nn.Module, batch: TaskBatch, problem: Problem, steps: int) -> None:
+        from ..engine.compiled_step import CompiledMetaStep
+
+        self.meta, self.batch = CompiledMetaStep(model, problem.loss, steps, problem.inner_lr, lr=1e-3), batch
+
+    def __call__(self) -> None:
+        self.meta.step(self.batch)
+
+    @property
+    def compile_seconds(self) -> float | None:
+        return self.meta.compile_seconds
+
+
+def _impl_gradient(impl: str, model: nn.Module, problem: Problem, steps: int, order: int, precision: str = "fp32"):
     """A function batch -> (loss, grads) for `algorithm:strategy` (mamlbook, anil) or imaml."""
     algorithm, _, strategy = impl.partition(":")
     if algorithm == "imaml":
@@ -143,15 +168,24 @@ def _impl_gradient(impl: str, model: nn.Module, problem: Problem, steps: int, or
             strategy,
             rule,
             int(chunk) if chunk else None,
+            precision,
         )
 
     return maml
 
 
-def _step_function(impl: str, model: nn.Module, batch: TaskBatch, problem: Problem, steps: int, order: int):
+def _step_function(
+    impl: str, model: nn.Module, batch: TaskBatch, problem: Problem, steps: int, order: int, precision: str = "fp32"
+):
+    if impl == STEP_COMPILED:
+        if order != 2 or precision != "fp32":
+            raise ValueError(f"{impl} is second-order MAML in full precision only, not order {order}, {precision}")
+        return _CompiledStep(model, batch, problem, steps)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if precision != "fp32" and impl.partition(":")[0] not in ("mamlbook", "anil"):
+        raise ValueError(f"{impl} runs in full precision only; reduced precision is an option of mamlbook's strategies")
     if impl.partition(":")[0] in ALGORITHMS:
-        gradient = _impl_gradient(impl, model, problem, steps, order)
+        gradient = _impl_gradient(impl, model, problem, steps, order, precision)
         params = dict(model.named_parameters())
 
         def step() -> None:
@@ -237,6 +271,7 @@ def time_impl(
     seed: int = 0,
     meta_batch: int | None = None,
     memory: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Median and min milliseconds of one meta-iteration, and peak memory.
 
@@ -249,7 +284,7 @@ def time_impl(
     model = problem.make_model().to(device)
     tasks = meta_batch or problem.meta_batch
     batch = problem.make_batch(torch.Generator().manual_seed(seed), tasks).to(device)
-    step = _step_function(impl, model, batch, problem, steps, order)
+    step = _step_function(impl, model, batch, problem, steps, order, precision)
     for _ in range(warmup):
         step()
     _sync(device)
@@ -274,6 +309,7 @@ def time_impl(
         "order": order,
         "steps": steps,
         "meta_batch": len(batch),
+        "precision": precision,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "ms_median": statistics.median(times),
@@ -281,6 +317,7 @@ def time_impl(
         "peak_mib": peak,
         "extra_mib": None if peak is None or before is None else peak - before,
         "repeat": repeat,
+        "compile_s": getattr(step, "compile_seconds", None),
         **(step_memory(impl, step, device) if memory else {}),
     }
 
@@ -298,6 +335,7 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
         int(config["repeat"]),
         int(config["warmup"]),
         meta_batch=config.get("meta_batch"),
+        precision=config.get("precision", "fp32"),
     )
 
 
@@ -327,12 +365,20 @@ def run_bench(
     meta_batches: Sequence[int | None] = (None,),
     threads: int | None = None,
     isolate: bool = True,
+    precisions: Sequence[str] = ("fp32",),
+    flops: bool = True,
 ) -> list[dict[str, Any]]:
-    """Time every (problem, impl, steps, meta-batch) and add each row's speed-up over learn2learn.
+    """Time every (problem, impl, precision, steps, meta-batch) and add each row's speed-up over learn2learn.
 
     `isolate` runs each configuration in a fresh subprocess (needed for a CPU peak-memory figure
     that belongs to one configuration); `threads` fixes torch's intra-op threads for all of them.
+    `precisions` other than "fp32" ("bf16", "fp16") run mamlbook's strategies in reduced precision
+    (`mamlbook.precision`); peers and frameworks run in full precision only. `flops` adds each row's
+    `gflop` (the useful work of one meta-iteration, counted once per setting on the loop,
+    `bench.flops`) and `gflops` (that over the median time).
     """
+    for precision in precisions:
+        check_precision(precision)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device here")
@@ -342,7 +388,7 @@ def run_bench(
     rows = []
     for name in problems:
         problem = PROBLEMS[name]
-        for impl in _impl_names(impls, problem.make_model()):
+        for impl, precision in _impl_precisions(_impl_names(impls, problem.make_model()), precisions):
             for tasks in meta_batches:
                 for n in steps:
                     config = {
@@ -355,17 +401,71 @@ def run_bench(
                         "warmup": warmup,
                         "meta_batch": tasks,
                         "threads": threads,
+                        "precision": precision,
                     }
                     row = run_isolated(config) if isolate else run_one(config)
                     rows.append(row)
                     if progress:
                         print(
-                            f"  {row['problem']:>16} {impl:>22} steps={n:<3} batch={row['meta_batch']:<3} "
-                            f"{row['ms_median']:9.2f} ms",
+                            f"  {row['problem']:>16} {impl:>22} {precision} steps={n:<3} "
+                            f"batch={row['meta_batch']:<3} {row['ms_median']:9.2f} ms",
                             flush=True,
                         )
     add_ratios(rows)
+    if flops:
+        add_flops(rows, threads)
     return rows
+
+
+def _impl_precisions(names: Sequence[str], precisions: Sequence[str]) -> list[tuple[str, str]]:
+    """Each impl in each precision it supports: reduced precision is an option of mamlbook's strategies."""
+    reducible = ("mamlbook", "anil")
+    return [
+        (name, p)
+        for name in names
+        for p in precisions
+        if p == "fp32" or (name.partition(":")[0] in reducible and name != STEP_COMPILED)
+    ]
+
+
+def add_flops(rows: Sequence[dict[str, Any]], threads: int | None = None) -> None:
+    """`gflop` and `gflops` for each row: the loop's counted work of its setting over the row's time."""
+    from .flops import meta_iteration_gflop
+
+    counted: dict[tuple, float] = {}
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        for row in rows:
+            key = (row["problem"], row["steps"], row["order"], row["meta_batch"])
+            if key not in counted:
+                problem = PROBLEMS[row["problem"]]
+                torch.manual_seed(0)
+                batch = problem.make_batch(torch.Generator().manual_seed(0), row["meta_batch"])
+                counted[key] = meta_iteration_gflop(
+                    problem.make_model(), batch, problem.loss, row["steps"], problem.inner_lr, row["order"]
+                )
+            row["gflop"] = counted[key]
+            row["gflops"] = counted[key] / (row["ms_median"] / 1000)
+    finally:
+        torch.set_num_threads(before)
+
+
+def machine_peaks(threads: int | None = None, device: str = "cpu") -> dict[str, float]:
+    """The measured matrix-product GFLOP/s of `device` in float32 and bfloat16 (`bench.flops.matmul_peak`);
+    on a GPU a larger product, as a 2048-square one does not fill it."""
+    from .flops import matmul_peak
+
+    size = 2048 if torch.device(device).type == "cpu" else 8192
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        return {name: matmul_peak(dtype, size, device=device) for name, dtype in dtypes.items()}
+    finally:
+        torch.set_num_threads(before)
 
 
 def add_ratios(rows: Sequence[dict[str, Any]]) -> None:
@@ -400,28 +500,36 @@ def format_table(rows: Sequence[dict[str, Any] | BenchRow]) -> str:
     """Rows, live (dicts from `run_bench`) or stored (`read_rows`), as an aligned text table."""
     rows = [vars(r) if isinstance(r, BenchRow) else r for r in rows]
     head = (
-        f"{'problem':>16} {'impl':>12} {'strategy':>12} {'order':>5} {'steps':>5} {'batch':>5} "
-        f"{'median ms':>10} {'min ms':>9} {'peak MiB':>9} {'+MiB':>7} {'x l2l':>7}"
+        f"{'problem':>16} {'impl':>12} {'strategy':>12} {'prec':>4} {'order':>5} {'steps':>5} {'batch':>5} "
+        f"{'median ms':>10} {'min ms':>9} {'peak MiB':>9} {'+MiB':>7} {'x l2l':>7} {'GFLOP/s':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
         extra = "-" if r.get("extra_mib") is None else f"{r['extra_mib']:.0f}"
         ratio = "-" if r.get("ratio_vs_learn2learn") is None else f"{r['ratio_vs_learn2learn']:.2f}"
+        rate = "-" if r.get("gflops") is None else f"{r['gflops']:.1f}"
         lines.append(
-            f"{r['problem']:>16} {r['impl']:>12} {r['strategy']:>12} {r['order']:>5} {r['steps']:>5} "
-            f"{r['meta_batch']:>5} {r['ms_median']:>10.2f} {r['ms_min']:>9.2f} {peak:>9} {extra:>7} {ratio:>7}"
+            f"{r['problem']:>16} {r['impl']:>12} {r['strategy']:>12} {r.get('precision', 'fp32'):>4} "
+            f"{r['order']:>5} {r['steps']:>5} {r['meta_batch']:>5} {r['ms_median']:>10.2f} {r['ms_min']:>9.2f} "
+            f"{peak:>9} {extra:>7} {ratio:>7} {rate:>8}"
         )
     return "\n".join(lines)
 
 
-def write_json(rows: Sequence[dict[str, Any]], path: str | Path, command: str | None = None) -> Path:
-    """The rows as a `BenchResults` record; each row also says the command, package version and machine."""
+def write_json(
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    command: str | None = None,
+    peaks: dict[str, float] | None = None,
+) -> Path:
+    """The rows as a `BenchResults` record; each row also says the command, package version and machine;
+    `peaks` (`machine_peaks`) is the machine's measured matrix-product GFLOP/s."""
     from .. import __version__
 
     about = {"command": command, "mamlbook": __version__, "machine": machine()}
     typed = [from_data(BenchRow, {**row, **about}, f"{path}: rows[{i}]") for i, row in enumerate(rows)]
-    record = BenchResults(rows=typed)
+    record = BenchResults(rows=typed, peak_gflops=peaks)
     return write_record(record, path, indent=2)
 
 

@@ -14,17 +14,32 @@ def add_parser(subparsers) -> None:
     bench = subparsers.add_parser(
         "bench", help="time one meta-iteration side by side with learn2learn, higher and TorchOpt"
     )
-    bench.add_argument("--problems", type=comma_names, default=["sinusoid"], help="sinusoid, omniglot-5w1s, ...")
+    bench.add_argument(
+        "--problems",
+        type=comma_names,
+        default=["sinusoid"],
+        help="sinusoid, omniglot-5w1s, omniglot-20w1s; or nav2d alone (MAML-RL, TRPO's step two ways)",
+    )
     bench.add_argument("--steps", type=comma_ints, default=[1], help="inner steps, e.g. 1,5,10,20")
     bench.add_argument(
         "--impls",
         type=comma_names,
         default=["mamlbook", "learn2learn", "higher"],
-        help="mamlbook (every strategy the model allows), mamlbook:<strategy>, anil, imaml, "
+        help="mamlbook (every strategy the model allows), mamlbook:<strategy>, mamlbook:step-compiled (the whole "
+        "meta-iteration compiled, MLPs), anil, imaml, "
         "learn2learn, higher, torchopt (second order only); on the sinusoid also torch-plain, "
         "tensorflow, tensorflow:eager, jax, jax:eager (the `frameworks` extra)",
     )
     bench.add_argument("--order", type=int, choices=(1, 2), default=2)
+    bench.add_argument(
+        "--precision",
+        type=comma_names,
+        default=["fp32"],
+        help="fp32, bf16, fp16, or several (fp32,bf16): mamlbook's strategies in reduced precision (autocast)",
+    )
+    bench.add_argument(
+        "--no-flops", action="store_true", help="skip the GFLOP/s columns and the matrix-product peak"
+    )
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--repeat", type=int, default=10, help="timed meta-iterations per configuration")
     bench.add_argument("--warmup", type=int, default=3)
@@ -39,7 +54,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.runner import format_table, run_bench, write_json
+    from ..bench.runner import format_table, machine_peaks, run_bench, write_json
+
+    if "nav2d" in args.problems:
+        return _nav2d(args)
 
     rows = run_bench(
         args.problems,
@@ -52,13 +70,38 @@ def run(args: argparse.Namespace) -> int:
         meta_batches=args.meta_batch or [None],
         threads=args.threads,
         isolate=not args.in_process,
+        precisions=args.precision,
+        flops=not args.no_flops,
     )
     print(format_table(rows))
+    peaks = None
+    if not args.no_flops:
+        peaks = machine_peaks(args.threads, args.device)
+        print("matrix-product peak of this machine: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     if args.json:
         command = "mamlbook " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        print(f"wrote {write_json(rows, args.json, command)}")
+        print(f"wrote {write_json(rows, args.json, command, peaks)}")
     if args.plot:
         from ..bench.plots import plot_bench
 
         print(f"wrote {plot_bench(rows, args.plot)}")
+    return 0
+
+
+def _nav2d(args: argparse.Namespace) -> int:
+    """`--problems nav2d`: one MAML-RL meta-iteration at the paper's 2D-navigation settings, TRPO's step
+    by autograd ("exact") and by hand ("gauss-newton"), alternated in one process (`bench.nav2d`)."""
+    import json
+
+    from ..bench.nav2d import compare_nav2d_step
+
+    if args.problems != ["nav2d"]:
+        raise ValueError("nav2d is benchmarked on its own: --problems nav2d, without the supervised problems")
+    result = compare_nav2d_step(threads=args.threads or 1, iterations=args.repeat, warmup=args.warmup)
+    for curvature, seconds in result["seconds"].items():
+        print(f"nav2d {curvature:>13}: {seconds:.3f} s per meta-iteration (median of {args.repeat})")
+    print(f"speed-up {result['speedup']:.2f}x; load average {result['load_average'][0]} -> {result['load_average'][1]}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0

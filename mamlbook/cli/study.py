@@ -10,7 +10,10 @@ from pathlib import Path
 
 def add_parser(subparsers) -> None:
     study = subparsers.add_parser("study", help="run a book study (e.g. the hyperparameter sweep) and save it")
-    study.add_argument("name", help="study name: sweep, better (sinusoid) or better-omniglot (Omniglot 5-way 1-shot)")
+    study.add_argument(
+        "name",
+        help="study name: sweep, better (sinusoid), better-omniglot (Omniglot 5-way 1-shot), medical, rl or precision",
+    )
     study.add_argument("--out", type=Path, help="result file (default: book/results/NAME.json)")
     study.add_argument("--small", action="store_true", help="the tiny version the book's smoke mode runs")
     study.add_argument("--iterations", type=int, help="meta-iterations per setting (default: the study's)")
@@ -32,12 +35,15 @@ def add_parser(subparsers) -> None:
         help="MAML against MAML++ without CA on fresh seeds 3-5, the ablation's pick tested "
         "(better-omniglot; default file: book/results/better-omniglot-confirm.json)",
     )
-    study.add_argument("--jobs", type=int, help="runs trained at once, in separate processes (better-omniglot)")
+    study.add_argument(
+        "--jobs", type=int, help="runs trained at once, in separate processes (better-omniglot, precision)"
+    )
     study.add_argument(
         "--time-limit",
         type=float,
         metavar="SECONDS",
-        help="start no run after this many seconds; runs not started are listed as missing (better-omniglot)",
+        help="start no run after this many seconds; runs not started are listed as missing "
+        "(better-omniglot, precision)",
     )
     study.set_defaults(handler=run)
 

@@ -52,6 +52,11 @@ def add_parser(subparsers) -> None:
         help=f"switch one MAML++ piece off (repeatable): {', '.join(p.upper() for p in MAMLPP_PIECES)}",
     )
     train.add_argument("--strategy", help="meta-batch execution: auto, loop, vmap")
+    train.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        help="matrix products of meta-training in bf16/fp16 (autocast); parameters and updates stay float32",
+    )
     train.add_argument("--eval-every", type=int, help="meta-iterations between validations")
     train.add_argument("--seed", type=int)
     train.add_argument(
@@ -150,6 +155,7 @@ def train(args: argparse.Namespace) -> int:
             "order": args.order,
             "algorithm": args.algorithm,
             "strategy": args.strategy,
+            "precision": args.precision,
             "eval_every": args.eval_every,
             "seed": args.seed,
             "iterations": args.iterations,

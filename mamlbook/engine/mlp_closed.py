@@ -162,7 +162,9 @@ class OuterUpdate(torch.autograd.Function):
 
     Autograd's own backward of `baddbmm` computes the gradient of `g^T` as a product with an `[out, N]`
     result, a shape that the CPU's batched GEMM runs 3-7x slower than its transpose `[N, out]`; here
-    both input gradients are `[N, *]` products. The backward is itself made of differentiable ops.
+    both input gradients are `[N, *]` products. The backward is itself made of differentiable ops, and
+    out of place: with an in-place `mul_`, a graph compiled under `torch.func.grad` got wrong weight
+    gradients (torch 2.14; tests/test_compiled_step.py).
     """
 
     @staticmethod
@@ -182,9 +184,9 @@ class OuterUpdate(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_w = grad.sum(0) if ctx.shared else grad
         if ctx.needs_input_grad[1]:
-            grad_g = torch.bmm(a, grad.transpose(1, 2)).mul_(ctx.alpha)
+            grad_g = torch.bmm(a, grad.transpose(1, 2)) * ctx.alpha
         if ctx.needs_input_grad[2]:
-            grad_a = torch.bmm(g, grad).mul_(ctx.alpha)
+            grad_a = torch.bmm(g, grad) * ctx.alpha
         return grad_w, grad_g, grad_a, None
 
 

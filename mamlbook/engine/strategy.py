@@ -11,6 +11,7 @@ from ..functional import Params
 from ..losses import LossFn
 from ..meta import InnerLoop, InnerRule, Subset
 from ..meta.mamlpp import has_step_batch_norm
+from ..precision import check_precision, reduced_precision
 from ..tasks import TaskBatch
 from .chain import is_foldable, trace_chain
 from .fallback import Result, failure, with_fallback
@@ -77,16 +78,31 @@ def query_losses(
     order: int = 2,
     strategy: str = "loop",
     rule: InnerRule | None = None,
+    precision: str | None = None,
 ) -> Tensor:
-    """Post-adaptation query loss of each task, `[B]`, by the chosen execution strategy."""
-    return _query_losses(model, params, batch, InnerLoop(loss_fn, steps, inner_lr, order, rule), strategy)
+    """Post-adaptation query loss of each task, `[B]`, by the chosen execution strategy; `precision`
+    ("bf16", "fp16") runs the matrix products in reduced precision (`mamlbook.precision`)."""
+    inner = InnerLoop(loss_fn, steps, inner_lr, order, rule)
+    return _query_losses(model, params, batch, inner, strategy, precision)
 
 
 def _query_losses(
-    model: nn.Module, params: Mapping[str, Tensor], batch: TaskBatch, inner: InnerLoop, strategy: str = "loop"
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batch: TaskBatch,
+    inner: InnerLoop,
+    strategy: str = "loop",
+    precision: str | None = None,
 ) -> Tensor:
     """`query_losses` for settings already gathered in an `InnerLoop`: `strategy` resolved, then run."""
-    return _run(strategy, model, inner.rule, batch, lambda name: STRATEGIES[name](model, params, batch, inner))
+    check_precision(precision)
+    dtype = next(iter(params.values())).dtype
+
+    def compute(name: str) -> Tensor:
+        with reduced_precision(precision, batch.query_x.device):
+            return STRATEGIES[name](model, params, batch, inner).to(dtype)
+
+    return _run(strategy, model, inner.rule, batch, compute)
 
 
 def meta_loss(
@@ -99,9 +115,11 @@ def meta_loss(
     order: int = 2,
     strategy: str = "loop",
     rule: InnerRule | None = None,
+    precision: str | None = None,
 ) -> Tensor:
     """The MAML objective: the mean over tasks of the post-adaptation query loss."""
-    return _query_losses(model, params, batch, InnerLoop(loss_fn, steps, inner_lr, order, rule), strategy).mean()
+    inner = InnerLoop(loss_fn, steps, inner_lr, order, rule)
+    return _query_losses(model, params, batch, inner, strategy, precision).mean()
 
 
 def meta_gradient(
@@ -115,12 +133,16 @@ def meta_gradient(
     strategy: str = "loop",
     rule: InnerRule | None = None,
     chunk: int | None = None,
+    precision: str | None = None,
 ) -> tuple[Tensor, Params]:
     """The meta-loss and its gradient with respect to `params` (which need not require grad).
 
     `chunk` runs the meta-batch `chunk` tasks at a time, with a backward after each, so only one
     chunk's graph is alive at once: peak memory falls with the chunk while the result stays the same.
+    `precision` ("bf16", "fp16") runs the forward and the inner loop's matrix products in reduced
+    precision; the parameters, inner updates and the meta-gradient stay in the parameters' dtype.
     """
+    check_precision(precision)
     inner = InnerLoop(loss_fn, steps, inner_lr, order, rule)
     leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
     tasks = len(batch)
@@ -130,7 +152,9 @@ def meta_gradient(
 
     def chunk_gradient(name: str, part: TaskBatch) -> tuple[Tensor, list[Tensor | None]]:
         with torch.enable_grad():
-            loss = STRATEGIES[name](model, leaves, part, inner).sum() / tasks
+            with reduced_precision(precision, part.query_x.device):
+                losses = STRATEGIES[name](model, leaves, part, inner)
+            loss = losses.to(total.dtype).sum() / tasks
             # order 0 cuts adapted parameters from theta: the meta-gradient is zero by definition.
             grads = (
                 torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)

@@ -32,6 +32,7 @@ from torch.autograd.function import once_differentiable
 from ..meta import InnerLoop
 from ..meta.mamlpp import has_step_batch_norm
 from ..meta.rules import learned_of
+from ..precision import autocast_state, entered
 from ..tasks import TaskBatch
 from .loop import loop_query_losses, one_task_loss
 
@@ -79,7 +80,8 @@ class _ThreadedTasks(torch.autograd.Function):
             params = dict(zip(names, leaves, strict=True))
             done = []
             for i in shares[worker]:
-                with torch.enable_grad():
+                # Autocast is per thread: the caller's reduced precision (mamlbook.precision) holds here too.
+                with torch.enable_grad(), entered(setup["autocast"]):
                     task = (batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i])
                     loss = one_task_loss(models[worker], params, setup["inner"], *task)
                     # Differentiate now, while this task's graph is the only one alive on this core.
@@ -133,6 +135,7 @@ def threaded_query_losses(
         "models": [model] + [copy.deepcopy(model) for _ in shares[1:]],
         "batch": batch,
         "inner": inner,
+        "autocast": autocast_state(),
         # Taking each task's gradient during the forward pays only if someone will ask for it.
         "differentiate": torch.is_grad_enabled() and any(t.requires_grad for t in (*params.values(), *rates)),
     }

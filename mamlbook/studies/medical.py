@@ -413,7 +413,9 @@ class Study:
     def _folder(self, job: dict[str, Any]) -> Path:
         config = self.config(job)
         if config is not None:
-            what: dict[str, Any] = {"config": config.to_dict()}
+            # Keys of runs cached before `precision` existed stay valid: full precision is left out.
+            settings = {k: v for k, v in config.to_dict().items() if not (k == "precision" and v == "fp32")}
+            what: dict[str, Any] = {"config": settings}
         elif job["kind"] == "pretrain":
             what = {"job": job, "hidden": self.hidden, "pretrain": self.pretrain, "data": self.files.key[:16]}
         else:

@@ -29,6 +29,7 @@ __all__ = [
     "MedicalRun",
     "MethodSummary",
     "OmniglotRun",
+    "PrecisionResult",
     "PooledOmniglot",
     "RLCurve",
     "RLEvaluation",
@@ -469,6 +470,100 @@ class RLResult(StudyResult):
     bandit: Bandit
 
 
+# ---------------------------------------------------------------------------------------------
+# precision: reduced-precision meta-gradients and training on Omniglot
+
+
+@dataclass(frozen=True)
+class PrecisionError:
+    """One setting's meta-gradient in float32 parameters at `precision`, against float64 (mean over batches)."""
+
+    algorithm: str
+    steps: int
+    precision: str
+    relative_error: float
+    cosine: float
+
+
+@dataclass(frozen=True)
+class PlainGradientError:
+    """The same measure on an ordinary gradient of the network (one loss, no inner loop)."""
+
+    precision: str
+    relative_error: float
+    cosine: float
+
+
+@dataclass(frozen=True)
+class BatchNoise:
+    """How far two meta-batches' float64 meta-gradients lie apart, relative: the sampling noise."""
+
+    algorithm: str
+    steps: int
+    between_batches: float
+
+
+@dataclass(frozen=True)
+class GradientErrors:
+    meta_batches: int
+    rows: list[PrecisionError]
+    plain_gradient: list[PlainGradientError]
+    noise: list[BatchNoise]
+
+    def error(self, algorithm: str, steps: int, precision: str) -> PrecisionError:
+        """The row of one setting; a setting the file does not hold is an error naming it."""
+        for row in self.rows:
+            if (row.algorithm, row.steps, row.precision) == (algorithm, steps, precision):
+                return row
+        raise KeyError(f"no meta-gradient error stored for {algorithm}, {steps} step(s), {precision}")
+
+    def spread(self, algorithm: str, steps: int) -> float:
+        for row in self.noise:
+            if (row.algorithm, row.steps) == (algorithm, steps):
+                return row.between_batches
+        raise KeyError(f"no between-batch spread stored for {algorithm}, {steps} step(s)")
+
+
+@dataclass(frozen=True)
+class PrecisionRun:
+    """MAML trained at one precision and seed, scored in float32 on the study's fixed test tasks."""
+
+    precision: str
+    seed: int
+    iterations: int
+    accuracy: float
+    accuracy_ci95: float
+    train_seconds: float | None
+    trained_on: str
+    per_task: list[float]
+
+
+@dataclass(frozen=True)
+class MissingPrecisionRun:
+    precision: str
+    seed: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class PrecisionTraining:
+    iterations: int
+    test_tasks: int
+    runs: list[PrecisionRun]
+    missing: list[MissingPrecisionRun]
+
+    def per_task(self, precision: str) -> list[list[float]]:
+        """`[seeds, tasks]` per-task accuracies of the runs at `precision`, seed order."""
+        return [r.per_task for r in sorted(self.runs, key=lambda r: r.seed) if r.precision == precision]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrecisionResult(StudyResult):
+    preset: str
+    gradient: GradientErrors
+    training: PrecisionTraining
+
+
 def significant(values: Iterable[float], digits: int = 6) -> list[float]:
     """Per-task scores as stored: `digits` significant digits, as hundreds of full floats per run bloat a file.
 
@@ -484,4 +579,5 @@ RESULT_TYPES: dict[str, type[StudyResult]] = {
     "better-omniglot": BetterOmniglotResult,
     "medical": MedicalResult,
     "rl": RLResult,
+    "precision": PrecisionResult,
 }

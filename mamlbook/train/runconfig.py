@@ -10,6 +10,7 @@ from torch import nn
 
 from ..meta.inner import check_order, check_steps
 from ..models import make_model
+from ..precision import check_precision
 from ..tasks import TaskDistribution, make_task
 from ..tasks.distribution import check_count
 from .algorithms import Algorithm, make_algorithm
@@ -44,6 +45,9 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
+    # Matrix products of the meta-training forward and inner loops in "bf16" or "fp16" (autocast,
+    # `mamlbook.precision`); parameters, updates and evaluation stay in `dtype`. "fp32": full precision.
+    precision: str = "fp32"
     # Rescale the meta-gradient (weights and learned rates together) to at most this norm; None: never.
     clip_grad_norm: float | None = None
 
@@ -61,6 +65,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm!r}")
+        check_precision(self.precision)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         self.make_algorithm()

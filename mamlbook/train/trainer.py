@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..functional import Params, load_params_, params_of
 from ..losses import LossFn
 from ..meta.reptile import reptile_pseudo_gradient
+from ..precision import reduced_precision
 from ..progress import tqdm
 from ..tasks import TaskBatch
 from .algorithms import Algorithm, any_batch_norm, learned_rates, make_algorithm
@@ -177,17 +178,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if a.reptile:
             vectorized = self.strategy != "loop" and not any_batch_norm(self.model)
-            loss, pseudo = reptile_pseudo_gradient(
-                self.model, self.params, batch, self.loss, c.inner_steps, self.rule, vectorized
-            )
+            with reduced_precision(c.precision, c.device):
+                loss, pseudo = reptile_pseudo_gradient(
+                    self.model, self.params, batch, self.loss, c.inner_steps, self.rule, vectorized
+                )
             for k, v in self.params.items():
-                v.grad = pseudo[k]
+                v.grad = pseudo[k].to(v.dtype)
         else:
-            order = a.order_at(self.iteration, c.order, self.schedule)
-            weights = a.loss_weights(c.inner_steps, self.iteration, self.schedule)
-            loss = a.meta_loss(
-                self.model, self.params, batch, self.loss, c.inner_steps, self.rule, order, self.strategy, weights
-            )
+            loss = self.meta_objective(batch)
             loss.backward()
         if self.parallel is not None:  # the meta-batch's loss and gradient, the same on every rank
             loss = self.parallel.reduce(loss, self._meta_parameters(), self.model)
@@ -197,6 +195,26 @@ class Trainer:
         self.optimizer.step()
         self.iteration += 1
         return loss.item()
+
+    def meta_objective(self, batch: TaskBatch, iteration: int | None = None) -> Tensor:
+        """The meta-loss of `batch` at `iteration` (default: the run's current one) by this run's
+        algorithm, schedules, strategy and precision; differentiating it is the caller's (`step`)."""
+        c, a = self.config, self.algorithm
+        if a.reptile:
+            raise ValueError("reptile has no meta-loss to differentiate: its update is the adapted weights' mean")
+        at = self.iteration if iteration is None else iteration
+        order = a.order_at(at, c.order, self.schedule)
+        weights = a.loss_weights(c.inner_steps, at, self.schedule)
+        # Reduced precision covers the forward and the inner loops; the outer backward leaves it.
+        with reduced_precision(c.precision, c.device):
+            loss = a.meta_loss(
+                self.model, self.params, batch, self.loss, c.inner_steps, self.rule, order, self.strategy, weights
+            )
+        return loss.to(next(iter(self.params.values())).dtype)
+
+    def meta_parameters(self) -> dict[str, Tensor]:
+        """What the outer loop updates, by name: the model's parameters and learned rates (`rate:NAME`)."""
+        return {**self.params, **{f"rate:{k}": v for k, v in self.rates.items()}}
 
     def _meta_parameters(self) -> list[Tensor]:
         return [*self.params.values(), *self.rates.values()]

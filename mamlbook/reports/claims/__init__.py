@@ -2,7 +2,8 @@
 
 Every chapter words the same evidence the same way: a direction ("better", "ahead") only when an
 interval excludes zero, with the interval's method named. `comparisons` holds the rules, `words` the
-phrases, `rl` and `methods` the sentences of the chapters that compare methods.
+phrases, `rl` and `methods` the sentences of the chapters that compare methods, `precision` the reading of
+reduced-precision meta-gradients against sampling noise.
 """
 
 from .comparisons import (
@@ -35,6 +36,7 @@ from .methods import (
     standing,
     top_sentence,
 )
+from .precision import error_against_noise, inside_noise, training_reading
 from .rl import (
     against_published,
     rl_estimators_reading,
@@ -69,6 +71,9 @@ __all__ = [
     "WORDS",
     "ablation_reading",
     "against_published",
+    "error_against_noise",
+    "inside_noise",
+    "training_reading",
     "and_list",
     "at_least_as_fast",
     "baseline_answer",
