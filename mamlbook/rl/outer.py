@@ -22,10 +22,19 @@ def flat(tensors) -> Tensor:
 
 
 def conjugate_gradient(
-    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
-) -> Tensor:
-    """Approximately solve `A x = b` for symmetric positive definite `A`, given as `matvec(v) = A v`."""
+    matvec: Callable[[Tensor], Tensor],
+    b: Tensor,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+    with_product: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Approximately solve `A x = b` for symmetric positive definite `A`, given as `matvec(v) = A v`.
+
+    With `with_product`, also `A x`, accumulated from the products the iterations take (x is a sum of
+    the search directions), so that it costs no further product.
+    """
     x = torch.zeros_like(b)
+    ax = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
     rr = r @ r
@@ -35,11 +44,13 @@ def conjugate_gradient(
         ap = matvec(p)
         alpha = rr / (p @ ap)
         x = x + alpha * p
+        if with_product:
+            ax = ax + alpha * ap
         r = r - alpha * ap
         rr_new = r @ r
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+    return (x, ax) if with_product else x
 
 
 def fisher_vector_product(kl: Tensor, params: list[Tensor], damping: float = 0.0) -> Callable[[Tensor], Tensor]:
@@ -54,6 +65,16 @@ def fisher_vector_product(kl: Tensor, params: list[Tensor], damping: float = 0.0
         return flat(hv) + damping * v
 
     return product
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """What TRPO needs of the objective at the current weights: the loss, its flat gradient `[P]` and
+    `product(v) = (H + damping I) v`, H the Hessian of the KL (e.g. `curvature.local_model`)."""
+
+    loss: float
+    gradient: Tensor
+    product: Callable[[Tensor], Tensor]
 
 
 def _assign(params: list[Tensor], vector: Tensor) -> None:
@@ -80,22 +101,32 @@ class TRPO:
         params: Mapping[str, Tensor],
         objective: Objective,
         curvature: Callable[[float], Callable[[Tensor], Tensor]] | None = None,
+        local: Callable[[float], LocalModel] | None = None,
     ) -> dict[str, float]:
-        """One TRPO step; `curvature(damping)`, where given, returns the KL-Hessian-vector product
-        (e.g. `estimators.kl_hessian_product`), else it is the double backward of the objective's KL."""
+        """One TRPO step. `local(damping)`, where given, returns the loss, gradient and KL-Hessian-vector
+        product at the current weights (`LocalModel`), and `objective` serves the line search alone;
+        else the gradient is autograd's, and the product `curvature(damping)` (e.g.
+        `estimators.kl_hessian_product`) or, without it, the double backward of the objective's KL."""
         leaves = list(params.values())
-        loss, kl = objective(params, create_graph=True)
-        g = flat(torch.autograd.grad(loss, leaves, retain_graph=curvature is None))
-        fvp = fisher_vector_product(kl, leaves, self.damping) if curvature is None else curvature(self.damping)
-        direction = conjugate_gradient(fvp, -g, self.cg_iters)
-        curvature = direction @ fvp(direction)
+        if local is not None:
+            model = local(self.damping)
+            loss_before, g = model.loss, model.gradient
+            direction, product = conjugate_gradient(model.product, -g, self.cg_iters, with_product=True)
+            curvature = direction @ product
+        else:
+            loss, kl = objective(params, create_graph=True)
+            g = flat(torch.autograd.grad(loss, leaves, retain_graph=curvature is None))
+            fvp = fisher_vector_product(kl, leaves, self.damping) if curvature is None else curvature(self.damping)
+            direction = conjugate_gradient(fvp, -g, self.cg_iters)
+            curvature = direction @ fvp(direction)
+            loss_before = loss.item()
+            del fvp, kl, loss
         old = flat([p.detach() for p in leaves]).clone()
-        info = {"loss_before": loss.item(), "grad_norm": g.norm().item(), "accepted": 0.0}
+        info = {"loss_before": loss_before, "grad_norm": g.norm().item(), "accepted": 0.0}
         if not (torch.isfinite(curvature) and curvature > 0 and torch.isfinite(direction).all()):
-            info.update(loss_after=loss.item(), kl=0.0, backtracks=-1.0)
+            info.update(loss_after=loss_before, kl=0.0, backtracks=-1.0)
             return info
         full = math.sqrt(2 * self.max_kl / curvature.item()) * direction
-        del fvp, kl, loss
         for k in range(self.max_backtracks):
             _assign(leaves, old + self.backtrack**k * full)
             new_loss, new_kl = objective(params, create_graph=False)
@@ -128,7 +159,7 @@ class PPO:
             self.optimizer = torch.optim.Adam(list(params.values()), lr=self.lr)
         return self.optimizer
 
-    def step(self, params: Mapping[str, Tensor], objective: Objective, curvature=None) -> dict[str, float]:
+    def step(self, params: Mapping[str, Tensor], objective: Objective, curvature=None, local=None) -> dict[str, float]:
         optimizer = self._optimizer(params)
         first = None
         for _ in range(self.epochs):

@@ -1,0 +1,99 @@
+"""How long one MAML-RL meta-iteration on 2D navigation takes, by the way TRPO's local model is taken.
+
+`Nav2DTrainer.step()` at the paper's settings (20 tasks x 20 trajectories, horizon 100, TRPO with 10
+conjugate-gradient steps and up to 15 backtracks), with `curvature="exact"` (autograd: the gradient
+and the KL-Hessian products by double backward through the adaptation) and "gauss-newton"
+(`rl.analytic`: the same step, derived by hand). `compare_nav2d_step` runs both in one process on the
+same threads, one step of each in turn, so that both see the same load; each trainer first takes
+`warmup` untimed steps. The load average is recorded beside the times: on a shared machine it says
+how much the numbers can be trusted.
+
+    python -m mamlbook.bench.nav2d [--threads 1] [--iterations 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..rl.trainer import CURVATURES, Nav2DConfig, Nav2DTrainer
+
+PAPER = {"meta_batch": 20, "trajectories": 20}  # with Nav2DConfig's defaults: horizon 100, TRPO, 10 CG steps
+
+__all__ = ["PAPER", "compare_nav2d_step", "time_nav2d_step"]
+
+
+def compare_nav2d_step(
+    curvatures: Sequence[str] = ("exact", "gauss-newton"),
+    threads: int = 1,
+    iterations: int = 3,
+    warmup: int = 1,
+    **config: Any,
+) -> dict[str, Any]:
+    """Median seconds of `Nav2DTrainer.step()` for each of `curvatures`, steps taken in turn (the order
+    flips every round). `config` overrides the paper's settings (`PAPER` and `Nav2DConfig`'s defaults)."""
+    unknown = sorted(set(curvatures) - set(CURVATURES))
+    if unknown:
+        raise ValueError(f"unknown curvature {', '.join(unknown)}; choose from {', '.join(CURVATURES)}")
+    settings = {**PAPER, **config}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        trainers = {c: Nav2DTrainer(Nav2DConfig(**{**settings, "curvature": c})) for c in curvatures}
+        steps: dict[str, list[float]] = {c: [] for c in curvatures}
+        load_start = os.getloadavg()[0]
+        for round_ in range(warmup + iterations):
+            for c in curvatures if round_ % 2 == 0 else reversed(curvatures):
+                start = time.perf_counter()
+                trainers[c].step()
+                if round_ >= warmup:
+                    steps[c].append(time.perf_counter() - start)
+        load_end = os.getloadavg()[0]
+    finally:
+        torch.set_num_threads(before)
+    medians = {c: statistics.median(s) for c, s in steps.items()}
+    result: dict[str, Any] = {
+        "settings": settings,
+        "threads": threads,
+        "iterations": iterations,
+        "warmup": warmup,
+        "seconds": medians,
+        "steps": {c: [round(x, 4) for x in s] for c, s in steps.items()},
+        "load_average": [round(load_start, 2), round(load_end, 2)],
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+    if "exact" in medians and "gauss-newton" in medians:
+        result["speedup"] = medians["exact"] / medians["gauss-newton"]
+    return result
+
+
+def time_nav2d_step(curvature: str, threads: int = 1, iterations: int = 3, **config: Any) -> dict[str, Any]:
+    """Median seconds of `Nav2DTrainer.step()` with `curvature`, at the paper's settings (`config`
+    overrides them); to compare two paths, alternate them in one process with `compare_nav2d_step`."""
+    result = compare_nav2d_step((curvature,), threads, iterations, **config)
+    own = {"seconds": result["seconds"][curvature], "steps": result["steps"][curvature]}
+    return {**result, "curvature": curvature, **own}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mamlbook.bench.nav2d", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--curvatures", nargs="+", default=["exact", "gauss-newton"], choices=CURVATURES)
+    args = parser.parse_args(argv)
+    result = compare_nav2d_step(args.curvatures, args.threads, args.iterations, args.warmup)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
