@@ -21,7 +21,15 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PRECISIONS", "AutocastState", "autocast_state", "check_precision", "entered", "reduced_precision"]
+__all__ = [
+    "PRECISIONS",
+    "AutocastState",
+    "autocast_state",
+    "check_lowers",
+    "check_precision",
+    "entered",
+    "reduced_precision",
+]
 
 # Name -> the dtype the matrix products run in (None: no autocast, the parameters' own precision).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -32,6 +40,15 @@ def check_precision(precision: str | None) -> str:
     name = "fp32" if precision is None else precision
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)} (fp32 is full precision)")
+    return name
+
+
+def check_lowers(precision: str | None, dtype: torch.dtype) -> str:
+    """`check_precision`, and that reduced precision has something to lower: autocast casts float32
+    only, so bf16 or fp16 asked for float64 parameters would silently change nothing."""
+    name = check_precision(precision)
+    if name != "fp32" and dtype != torch.float32:
+        raise ValueError(f"precision={name!r} lowers float32 parameters' matrix products; these are {dtype}")
     return name
 
 

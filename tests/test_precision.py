@@ -49,6 +49,18 @@ def test_names_are_checked() -> None:
         TrainConfig(precision="int8")
 
 
+def test_reduced_precision_refuses_parameters_it_would_not_lower() -> None:
+    """Autocast casts float32 only: bf16 on float64 weights would silently change nothing."""
+    model, batch = conv_batch(1)
+    model = model.double()
+    with pytest.raises(ValueError, match="lowers float32 parameters"):
+        meta_gradient(model, dict(model.named_parameters()), batch.to(dtype=torch.float64), "ce", 1, 0.4,
+                      precision="bf16")
+    with pytest.raises(ValueError, match="lowers float32 parameters"):
+        TrainConfig(dtype="float64", precision="fp16")
+    assert TrainConfig(dtype="float64", precision="fp32").precision == "fp32"
+
+
 def test_fp32_is_full_precision_exactly() -> None:
     model, batch = conv_batch()
     params = dict(model.named_parameters())

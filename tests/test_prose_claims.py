@@ -117,3 +117,31 @@ def test_the_rl_study_takes_the_step_size_of_the_papers_text() -> None:
     alpha = published("finn2017.nav2d.alpha").value
     assert {s.inner_lr for s in result.settings.values() if s.inner_steps} == {alpha}
     assert result.evaluation.inner_lr == alpha != published("finn2017.nav2d.alpha_released").value
+
+
+# Words about how the book was produced, which a reader cannot use: a book speaks of its subject, its
+# data and its hardware. Timing noise has one home, book/appendix/measurements.md.
+PRODUCTION = re.compile(
+    r"\bsessions?\b|build machine|\blent\b|workplace|the issue\b|issue's|shared machine|machines? shared with|"
+    r"other jobs (?:ran|shared|loaded)|rank nothing|how busy|builds? this book",
+    re.IGNORECASE,
+)
+
+
+def test_no_page_speaks_of_how_the_book_was_made():
+    root = BOOK.parent
+    pages = [*BOOK.glob("*.md"), *BOOK.glob("appendix/*.md"), root / "README.md"]
+    hits = [
+        f"{page.relative_to(root)}:{number}: {line.strip()}"
+        for page in pages
+        for number, line in enumerate(page.read_text().splitlines(), 1)
+        if PRODUCTION.search(line)
+    ]
+    assert not hits, "\n".join(hits)
+
+
+def test_the_production_word_check_catches_what_it_is_for():
+    for sentence in ("the issue's target was 1.5x", "measured on a machine shared with other jobs",
+                     "the machines that build this book", "a build machine", "how busy the shared machine was"):
+        assert PRODUCTION.search(sentence), sentence
+    assert not PRODUCTION.search("the meta-gradient of a batch of tasks, timed on one core")

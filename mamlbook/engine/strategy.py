@@ -11,7 +11,7 @@ from ..functional import Params
 from ..losses import LossFn
 from ..meta import InnerLoop, InnerRule, Subset
 from ..meta.mamlpp import has_step_batch_norm
-from ..precision import check_precision, reduced_precision
+from ..precision import check_lowers, reduced_precision
 from ..tasks import TaskBatch
 from .chain import is_foldable, trace_chain
 from .fallback import Result, failure, with_fallback
@@ -95,8 +95,8 @@ def _query_losses(
     precision: str | None = None,
 ) -> Tensor:
     """`query_losses` for settings already gathered in an `InnerLoop`: `strategy` resolved, then run."""
-    check_precision(precision)
     dtype = next(iter(params.values())).dtype
+    check_lowers(precision, dtype)
 
     def compute(name: str) -> Tensor:
         with reduced_precision(precision, batch.query_x.device):
@@ -142,7 +142,7 @@ def meta_gradient(
     `precision` ("bf16", "fp16") runs the forward and the inner loop's matrix products in reduced
     precision; the parameters, inner updates and the meta-gradient stay in the parameters' dtype.
     """
-    check_precision(precision)
+    check_lowers(precision, next(iter(params.values())).dtype)
     inner = InnerLoop(loss_fn, steps, inner_lr, order, rule)
     leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
     tasks = len(batch)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..meta.inner import check_order, check_steps
 from ..models import make_model
-from ..precision import check_precision
+from ..precision import check_lowers
 from ..tasks import TaskDistribution, make_task
 from ..tasks.distribution import check_count
 from .algorithms import Algorithm, make_algorithm
@@ -65,9 +65,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm!r}")
-        check_precision(self.precision)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        check_lowers(self.precision, DTYPES[self.dtype])
         self.make_algorithm()
         if self.task is not None:
             self.make_task()  # unknown task names and bad task options fail here, not mid-run
