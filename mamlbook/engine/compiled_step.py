@@ -13,14 +13,12 @@ inner steps are `mlp_closed`'s written-out gradients, so `torch.func.grad` of th
 exact second-order meta-gradient without `create_graph`; Adam is written out as `torch.optim.Adam`
 computes it (betas (0.9, 0.999), eps 1e-8, bias correction, no weight decay).
 
-What the time is, once compiled (sinusoid, meta-batch 25, one thread, AMD EPYC, `mamlbook bench`):
-0.25 ms at 1 inner step and 0.90 ms at 5, against 0.48 and 1.22 ms for jitted JAX and 0.90 and 1.97 ms
-for `closed-compiled` in the same run. A compiled call's fixed cost is 17 us; the rest is kernels, most
-of them batched matrix products, which is why the products' layouts (`outer_update`) bought the most
-(1.32 -> 0.85 ms at 5 steps) and the C++ wrapper some (0.98 -> 0.85 ms). Tried and not kept:
-`max_autotune` (slower, 2-6x the compile), skipping guard evaluation and per-parameter inputs instead
-of flat buffers (no difference beyond noise). The first call compiles for 5-15 s (a C++ compiler is
-needed), 2-4 s when Inductor's on-disk cache has it.
+Once compiled, a call's fixed cost is tens of microseconds and the rest is kernels, most of them
+batched matrix products: the products' layouts (`outer_update`) bought the most, the C++ wrapper
+some; `max_autotune`, skipping guard evaluation and per-parameter inputs did not pay. The speed
+against jitted JAX is measured side by side by `mamlbook bench` (book/results/bench-sinusoid-fastest.json,
+read by the tools chapter). The first call compiles for seconds (a C++ compiler is needed), fewer
+when Inductor's on-disk cache has it.
 
 The model's parameters become views into the flat buffer, so `model` sees every update at no copy;
 a parameter whose storage was replaced since (`model.double()`, `p.data = ...`) is noticed and the
