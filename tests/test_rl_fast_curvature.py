@@ -193,3 +193,20 @@ def test_the_bench_runs_nav2d_on_its_own_only(capsys):
 
     assert main(["bench", "--problems", "nav2d,sinusoid"]) == 2
     assert "nav2d is benchmarked on its own" in capsys.readouterr().err
+
+
+def test_nav2d_timings_are_written_and_read_as_benchmark_rows(tmp_path):
+    from mamlbook.bench.runner import read_rows, write_json
+    from mamlbook.cli.bench import nav2d_rows
+
+    result = {
+        "settings": {"meta_batch": 20, "trajectories": 20},
+        "threads": 1,
+        "iterations": 2,
+        "seconds": {"exact": 5.0, "gauss-newton": 1.5},
+        "steps": {"exact": [5.2, 4.8], "gauss-newton": [1.6, 1.4]},
+    }
+    rows = read_rows(write_json(nav2d_rows(result), tmp_path / "bench-nav2d.json", command="test"))
+    by = {r.strategy: r for r in rows}
+    assert by["exact"].ms_median == 5000.0 and by["gauss-newton"].ms_min == pytest.approx(1400.0)
+    assert {r.problem for r in rows} == {"nav2d"} and all(r.meta_batch == 20 and r.repeat == 2 for r in rows)

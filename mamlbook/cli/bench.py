@@ -91,9 +91,8 @@ def run(args: argparse.Namespace) -> int:
 def _nav2d(args: argparse.Namespace) -> int:
     """`--problems nav2d`: one MAML-RL meta-iteration at the paper's 2D-navigation settings, TRPO's step
     by autograd ("exact") and by hand ("gauss-newton"), alternated in one process (`bench.nav2d`)."""
-    import json
-
     from ..bench.nav2d import compare_nav2d_step
+    from ..bench.runner import write_json
 
     if args.problems != ["nav2d"]:
         raise ValueError("nav2d is benchmarked on its own: --problems nav2d, without the supervised problems")
@@ -102,6 +101,31 @@ def _nav2d(args: argparse.Namespace) -> int:
         print(f"nav2d {curvature:>13}: {seconds:.3f} s per meta-iteration (median of {args.repeat})")
     print(f"speed-up {result['speedup']:.2f}x; load average {result['load_average'][0]} -> {result['load_average'][1]}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        command = "mamlbook " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        print(f"wrote {write_json(nav2d_rows(result), args.json, command)}")
     return 0
+
+
+def nav2d_rows(result: dict) -> list[dict]:
+    """`compare_nav2d_step`'s timings as benchmark rows (one per way of taking TRPO's step), so that
+    they are written and read like every other benchmark file (`BenchResults`)."""
+    settings = result["settings"]
+    return [
+        {
+            "problem": "nav2d",
+            "impl": "mamlbook",
+            "strategy": curvature,
+            "order": 2,
+            "steps": 1,
+            "meta_batch": settings["meta_batch"],
+            "device": "cpu",
+            "threads": result["threads"],
+            "ms_median": 1000 * result["seconds"][curvature],
+            "ms_min": 1000 * min(times),
+            "peak_mib": None,
+            "extra_mib": None,
+            "repeat": result["iterations"],
+            "ratio_vs_learn2learn": None,
+        }
+        for curvature, times in result["steps"].items()
+    ]
