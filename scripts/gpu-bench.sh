@@ -126,8 +126,8 @@ gpu_state() {
 
 if ((dry_run)); then
     device=cpu
-    # One process, one thread: at this size a CPU shared with other work spends its time starting
-    # processes and waiting for threads. The GPU run gives each configuration a fresh process.
+    # One process, one thread: at this size a CPU run spends its time starting processes and
+    # waiting for threads. The GPU run gives each configuration a fresh process.
     size=(--repeat 1 --warmup 0 --meta-batch 2 --threads 1 --in-process)
     omniglot_steps=1
     sinusoid_steps=1

@@ -37,6 +37,15 @@ def sine_model64() -> torch.nn.Module:
     return mb.SineMLP().double()
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread for the test, restored after (compiled and closed-form paths)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def relative_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     """||a - b|| / ||b|| over all tensors of two parameter dicts."""
     num = sum(((a[k] - b[k]) ** 2).sum() for k in b)

@@ -23,12 +23,7 @@ from mamlbook.models import Conv4
 EXACT = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: timings and compiles on one thread
 
 
 def mlp(hidden: tuple[int, ...], activation: type[nn.Module], inputs: int = 1, outputs: int = 1) -> nn.Module:

@@ -334,8 +334,8 @@ def run(
     result = {
         "about": (
             "time per meta-iteration of the Trainer on 1 and 2 local processes (gloo), one thread each; "
-            "wall-clock on a machine shared with other jobs (load_average: the 1-minute load before and after "
-            "each configuration's steps), and rank 0's CPU time"
+            "wall-clock time (load_average: the machine's 1-minute load before and after each configuration's "
+            "steps, which other work on the machine raises), and rank 0's CPU time"
         ),
         "command": command,
         "machine": {**machine(), "load_average_at_start": os.getloadavg()},

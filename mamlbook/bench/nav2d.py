@@ -5,7 +5,7 @@ conjugate-gradient steps and up to 15 backtracks), with `curvature="exact"` (aut
 and the KL-Hessian products by double backward through the adaptation) and "gauss-newton"
 (`rl.analytic`: the same step, derived by hand). `compare_nav2d_step` runs both in one process on the
 same threads, one step of each in turn, so that both see the same load; each trainer first takes
-`warmup` untimed steps. The load average is recorded beside the times: on a shared machine it says
+`warmup` untimed steps. The load average is recorded beside the times: it says
 how much the numbers can be trusted.
 
     python -m mamlbook.bench.nav2d [--threads 1] [--iterations 3]

@@ -11,7 +11,7 @@ the paper's stability claim is about), one for the other methods; the ablation s
 two MAML++ pieces that act on the schedule (DA, CA), seed 0; MAML++ with two inner steps (its
 multi-step loss needs more than one; five, as in the paper, costs five query passes per task);
 Reptile with five steps (with one, its update is plain joint training). `full=True` is the
-issue's whole design: every method and every MAML++ piece switched off alone, over three seeds (36
+whole design: every method and every MAML++ piece switched off alone, over three seeds (36
 runs); with a GPU, `device="cuda"` and `jobs` runs at a time make that a matter of minutes.
 `confirm=True` tests the one variant the ablation singled out (MAML++ without cosine annealing)
 against MAML on seeds the ablation never saw: a variant picked after looking at six rows needs
@@ -182,7 +182,7 @@ def adopt(run: str | Path, test_tasks: int = TEST_TASKS) -> Path:
 
 
 def training_seconds(history: list[dict[str, Any]]) -> float:
-    """Wall time of training: each resumed session restarts the clock, so add each session's last reading."""
+    """Wall time of training: each resumed piece of a run restarts the clock, so add each piece's last reading."""
     total, last = 0.0, 0.0
     for row in history:
         seconds = float(row.get("seconds", 0.0))

@@ -7,10 +7,10 @@ Their code draws as many query as support drawings per class.
 
 `cpu` keeps the model, the inner learning rate and second-order MAML, and shrinks what costs time
 on a CPU: fewer, smaller meta-batches and fewer inner steps, with more query drawings per class
-so each task's meta-gradient is less noisy. Each takes 15 to 40 minutes on one idle core of the
-book's build machine (omniglot-5w1s: 2,400 meta-iterations at about 0.9 s; at 1,200 it fell just
+so each task's meta-gradient is less noisy. Each takes 15 to 40 minutes on one idle core of a
+2-core AMD EPYC (omniglot-5w1s: 2,400 meta-iterations at about 0.9 s; at 1,200 it fell just
 short of 90% on the meta-test alphabet, 89.5%, and its validation accuracy was still rising). Run
-with OMP_NUM_THREADS=1 when the machine is shared: torch's threads then stop fighting over cores.
+with OMP_NUM_THREADS=1 when other work runs on the machine: torch's threads then stop fighting over cores.
 
 `pbc-3w1s` and `pbc-3w5s` are blood-cell tasks (`mamlbook.tasks.pbc`, split 1; pass
 `task_options={"n_way": 3, "split_id": 2}` for the other split): 3-way, because 8 cell types leave 3
@@ -19,7 +19,7 @@ the Omniglot CPU preset's inner loop (one second-order step) at alpha = 0.1, not
 before the study (split 1, 1-shot, 150 meta-iterations) validation accuracy reached 88% at 0.1 and
 70% at 0.4. 15 query images per class, because each task's accuracy is then measured to 1/45, and
 4 tasks per meta-batch, because query images are what a meta-iteration spends its time on (about
-0.2 s for 1-shot, 0.3 s for 5-shot on one core of the book's machine). The chapter "Medical
+0.2 s for 1-shot, 0.3 s for 5-shot on one core of that CPU). The chapter "Medical
 imaging" says what they reach.
 """
 
