@@ -92,25 +92,6 @@ def test_chapter_headers_agree_with_the_intro_table_of_full_size_times() -> None
             assert close, f"{chapter}: header says about {claimed:g} s, intro {table:g} s"
 
 
-def test_one_maml_seed_sets_most_of_the_widest_medical_envelope() -> None:
-    """medical.md: in the cell where MAML's seeds differ most, one seed makes most of the envelope's width."""
-    maml = load_result(BOOK / "results" / "medical.json").table["MAML"]
-    widest = max((c for c in maml if len(maml[c].seeds) > 1), key=lambda c: maml[c].spread)
-    cell = maml[widest]
-    seeds = range(len(cell.by_seed))
-    median = sorted(cell.by_seed)[len(cell.by_seed) // 2]
-    outlier = max(seeds, key=lambda i: abs(cell.by_seed[i] - median))
-    others = [i for i in seeds if i != outlier]
-
-    def width(kept: list[int]) -> float:
-        return max(cell.by_seed[i] + cell.task_ci95_by_seed[i] for i in kept) - min(
-            cell.by_seed[i] - cell.task_ci95_by_seed[i] for i in kept
-        )
-
-    assert abs(width(list(seeds)) - (cell.high - cell.low)) < 1e-3  # the stored envelope
-    assert width(others) < width(list(seeds)) / 4, "the chapter says one seed sets most of the width"
-
-
 def test_the_rl_study_takes_the_step_size_of_the_papers_text() -> None:
     """rl.md: the stored study meta-trains and meta-tests with the paper's alpha, not the released scripts'."""
     result = load_result(BOOK / "results" / "rl-nav2d.json")

@@ -36,14 +36,14 @@ def add_parser(subparsers) -> None:
         "(better-omniglot; default file: book/results/better-omniglot-confirm.json)",
     )
     study.add_argument(
-        "--jobs", type=int, help="runs trained at once, in separate processes (better-omniglot, precision)"
+        "--jobs", type=int, help="runs trained at once, in separate processes (better-omniglot, precision, medical)"
     )
     study.add_argument(
         "--time-limit",
         type=float,
         metavar="SECONDS",
         help="start no run after this many seconds; runs not started are listed as missing "
-        "(better-omniglot, precision)",
+        "(better-omniglot, precision, medical)",
     )
     study.set_defaults(handler=run)
 

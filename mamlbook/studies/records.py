@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..records import Machine, Record
 
@@ -24,7 +24,7 @@ __all__ = [
     "BetterResult",
     "BetterRun",
     "MedicalCell",
-    "MedicalComparison",
+    "PairedInterval",
     "MedicalResult",
     "MedicalRun",
     "MethodSummary",
@@ -275,13 +275,15 @@ class MedicalSettings:
     n_way: int
     k_query: int
     shots: list[int]
+    sizes: list[int]
     seeds: list[int]
-    seeded_methods: list[str]
-    iterations: int
-    preset_iterations: int
+    budget: dict[str, int]
+    convergence: str
     meta_batch: int
     inner_lr: float
     inner_steps: int
+    eval_every: int
+    eval_tasks: int
     hidden: int
     test_tasks: int
     test_steps: int
@@ -295,7 +297,10 @@ class MedicalSettings:
 
 @dataclass(frozen=True)
 class MedicalRun:
+    """One trained model (or one no-learning method) scored on one cell's shared test tasks."""
+
     method: str
+    size: int
     split: int
     k_shot: int
     seed: int
@@ -307,68 +312,84 @@ class MedicalRun:
     ci95_by_step: list[float]
     per_class: dict[str, float]
     confusion: dict[str, Any]
-    test_seconds: float
+    test_cpu_seconds: float
     tasks: int
-    train_seconds: float
+    train_cpu_seconds: float
     key: str
+    per_task: list[float]
     iterations: int | None = None
+    max_iterations: int | None = None
+    converged: bool | None = None
     inner_lr: float | None = None
-    val_curve: list[list[float]] | None = None
+    val_curve: list[list[float | None]] | None = None
     epochs: int | None = None
-    per_task: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class PairedInterval:
+    """A paired difference over the shared test tasks (a minus b) with its 95% interval."""
+
+    difference: float
+    low: float
+    high: float
+    decided: bool
+    seeds: list[int]
+    tasks: int
+    method: str
 
 
 @dataclass(frozen=True)
 class MedicalCell:
-    """A method in one (split, shots) cell, over its seeds."""
+    """A method in one (size, split, shots) cell, over its seeds."""
 
     accuracy: float
-    low: float
-    high: float
-    seeds: list[int]
     by_seed: list[float]
-    task_ci95_by_seed: list[float]
-    seed_ci95: float | None
+    seeds: list[int]
     spread: float
-    train_seconds: float
-    test_seconds: float
-
-
-@dataclass(frozen=True)
-class MedicalComparison:
-    cell: str
-    method: str
-    gap: float
-    separate: bool
-    reference: str
+    task_ci95_by_seed: list[float]
+    iterations: list[int | None]
+    epochs: list[int | None]
+    converged: bool
+    train_cpu_seconds: float
+    test_cpu_seconds: float
+    floor: str | None
+    gain: PairedInterval | None
+    vs_maml: PairedInterval | None
 
 
 @dataclass(frozen=True)
 class MedicalCost:
     jobs_finished: int
     jobs: int
-    core_seconds: int
+    cpu_seconds: int
 
 
 @dataclass(frozen=True, kw_only=True)
 class MedicalResult(StudyResult):
+    FORMAT: ClassVar[int] = 2
+
     settings: MedicalSettings
     budget: str
     cost: MedicalCost
     reading: str
     complete_with: str | None
     methods: dict[str, str]
+    floors: list[str]
     runs: list[MedicalRun]
     missing: list[dict[str, Any]]
     table: dict[str, dict[str, MedicalCell]]
-    comparisons: list[MedicalComparison]
 
-    def run(self, method: str, split: int, k_shot: int, seed: int) -> MedicalRun:
+    def run(self, method: str, size: int, split: int, k_shot: int, seed: int) -> MedicalRun:
         """The one run of `method` on a cell and seed; KeyError naming it when there is none."""
         for run in self.runs:
-            if (run.method, run.split, run.k_shot, run.seed) == (method, split, k_shot, seed):
+            if (run.method, run.size, run.split, run.k_shot, run.seed) == (method, size, split, k_shot, seed):
                 return run
-        raise KeyError(f"no {method} run for split {split}, {k_shot}-shot, seed {seed}")
+        raise KeyError(f"no {method} run for {size} px, split {split}, {k_shot}-shot, seed {seed}")
+
+    def cells(self, size: int) -> list[str]:
+        """The cell names of one image size, in the order split 1 1-shot, 1 5-shot, 2 1-shot, 2 5-shot."""
+        names = {name for cells in self.table.values() for name in cells if name.startswith(f"{size} px,")}
+        return sorted(names, key=lambda n: (n.split("split ")[1], int(n.split(", ")[-1].split("-")[0])))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 | anil      | SGD on the head only   | query loss after N steps      | order as configured               |
 | metasgd   | learned rate per weight| query loss after N steps      | order as configured               |
 | mamlpp    | LSLR                   | multi-step loss (MSL)         | DA, cosine meta lr, per-step BN   |
+| protonet  | none (no inner loop)   | query loss of prototype logits| none                              |
 
 `make_algorithm("mamlpp", msl=False)` switches one MAML++ piece off, for the ablation.
 """
@@ -36,6 +37,7 @@ from ..meta.mamlpp import (
     multi_step_query_losses,
     per_step_batch_norm,
 )
+from ..meta.prototypes import body_of, prototype_loss
 from ..meta.reptile import reptile_pseudo_gradient
 from ..meta.rules import LSLR, SGD, InnerRule, MetaSGD, Subset
 from ..tasks import TaskBatch
@@ -70,6 +72,7 @@ class Algorithm:
     cosine: bool = False
     cosine_iterations: int | None = None
     min_meta_lr: float = 1e-5
+    prototypes: bool = False
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -78,6 +81,8 @@ class Algorithm:
             check_order(self.order)
         if self.reptile and (self.msl or self.rule != "sgd"):
             raise ValueError("reptile takes plain SGD steps and has no query-loss objective (no msl, no learned rule)")
+        if self.prototypes and (self.reptile or self.msl or self.head_only or self.rule != "sgd"):
+            raise ValueError("prototypical networks have no inner loop: no reptile, msl, head-only or learned rule")
 
     # ----- building -----
     def prepare_model(self, model: nn.Module, steps: int) -> nn.Module:
@@ -127,7 +132,10 @@ class Algorithm:
         self, strategy: str, model: nn.Module, rule: InnerRule | None = None, *, batch: TaskBatch | None = None
     ) -> str:
         """The engine's choice (which may probe an unverified model on `batch`'s shapes), except that
-        per-step batch norm runs task by task (the loop)."""
+        per-step batch norm and prototypical networks (no inner loop to batch) run task by task (the loop)."""
+        if self.prototypes:
+            body_of(model)  # a model without an embedding body is refused before training starts
+            return "loop"
         return "loop" if has_step_batch_norm(model) else resolve_strategy(strategy, model, rule, batch=batch)
 
     # ----- one meta-iteration -----
@@ -144,6 +152,10 @@ class Algorithm:
         weights: list[float] | None = None,
     ) -> Tensor:
         """The meta-loss to differentiate (not for Reptile, which has none: see `meta_update`)."""
+        if self.prototypes:
+            if loss_fn != "ce":
+                raise ValueError(f"prototypical networks classify: the loss must be 'ce', not {loss_fn!r}")
+            return prototype_loss(model, params, batch)
         if weights is not None or has_step_batch_norm(model):
             # The multi-step losses run under vmap unless the loop was chosen: only where every layer
             # is verified for vmap (whatever faster engine "auto" chose for the plain objective).
@@ -173,6 +185,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "anil": Algorithm("anil", head_only=True),
     "metasgd": Algorithm("metasgd", rule="metasgd"),
     "mamlpp": Algorithm("mamlpp", rule="lslr", msl=True, da=True, bn_stats=True, bn_weights=True, cosine=True),
+    "protonet": Algorithm("protonet", order=0, prototypes=True),
 }
 
 # The ablation of Antoniou et al. (table 2): MAML++ with one piece switched off at a time.

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..functional import Params, load_params_, params_of
 from ..losses import LossFn
+from ..meta.prototypes import prototype_accuracy
 from ..meta.reptile import reptile_pseudo_gradient
 from ..precision import reduced_precision
 from ..progress import tqdm
@@ -244,6 +245,11 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Query loss (and accuracy, for classification) of the held-out tasks before and after adapting."""
         c = self.config
+        if self.algorithm.prototypes:  # no adaptation: before and after are the prototype classifier's
+            with reduced_precision(c.precision, c.device):
+                losses, accuracies = prototype_accuracy(self.model, self.params, self.validation)
+            loss, acc = losses.mean().item(), accuracies.mean().item()
+            return {"val_loss_pre": loss, "val_loss_post": loss, "val_accuracy_pre": acc, "val_accuracy_post": acc}
         classify = self.loss in ("ce", "bce")
         curve = adaptation_curve(
             self.model,
