@@ -21,7 +21,7 @@ PARTS = {
     "Tools and outlook": ["tools", "outlook", "questions"],
 }
 CHAPTERS = [c for chapters in PARTS.values() for c in chapters]
-APPENDIX = ["appendix/better-omniglot", "appendix/faster-details", "appendix/tools-details"]
+APPENDIX = ["appendix/better-omniglot", "appendix/faster-details", "appendix/tools-details", "appendix/rl-details"]
 
 
 def toc_files() -> list[str]:
