@@ -277,3 +277,25 @@ def test_the_small_study_keeps_each_test_tasks_accuracy_and_runs_in_two_processe
         assert sum(per_task) / len(per_task) == pytest.approx(row["accuracy"], abs=1e-6), row["method"]
     monkeypatch.setattr(medical.Trainer, "step", lambda self: pytest.fail("the finished model was trained again"))
     assert study.run(jobs[1]) == [r for r in rows if r["key"] == study.folder(jobs[1]).name]
+
+
+def test_a_result_file_carries_the_finished_jobs_to_another_cache(tmp_path, monkeypatch):
+    import json
+
+    from mamlbook.studies import medical
+
+    monkeypatch.setattr(medical, "study_folder", lambda: tmp_path / "first")
+    first = medical.medical(small=True, progress=False, time_limit=30)
+    done = len(first["runs"])
+    (tmp_path / "result.json").write_text(json.dumps({"study": "medical", "format": medical.FORMAT, "small": True,
+                                                      **first}))  # fmt: skip
+    monkeypatch.setattr(medical, "study_folder", lambda: tmp_path / "second")  # a machine with an empty cache
+    monkeypatch.setattr(medical.Trainer, "step", lambda self: pytest.fail("a reused job was trained again"))
+    again = medical.medical(small=True, progress=False, trained_only=True, reuse=tmp_path / "result.json")
+    assert len(again["runs"]) == done and again["missing"] == first["missing"]
+    assert [r["per_task"] for r in again["runs"]] == [r["per_task"] for r in first["runs"]]
+    other = json.loads((tmp_path / "result.json").read_text())
+    other["settings"]["test_tasks"] += 1
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"other settings \(test_tasks\)"):
+        medical.medical(small=True, progress=False, trained_only=True, reuse=tmp_path / "other.json")

@@ -45,6 +45,13 @@ def add_parser(subparsers) -> None:
         help="start no run after this many seconds; runs not started are listed as missing "
         "(better-omniglot, precision, medical)",
     )
+    study.add_argument(
+        "--reuse",
+        type=Path,
+        metavar="FILE",
+        help="count the finished jobs of an earlier result file of the study as done, e.g. to continue it on "
+        "another machine (medical)",
+    )
     study.set_defaults(handler=run)
 
 
@@ -58,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("full", "confirm"):
         if getattr(args, name):
             options[name] = True
-    for name in ("device", "jobs", "time_limit"):
+    for name in ("device", "jobs", "time_limit", "reuse"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     result = run_study(

@@ -531,15 +531,22 @@ def medical(
     trained_only: bool = False,
     time_limit: float | None = None,
     jobs: int = 1,
+    reuse: str | Path | None = None,
 ) -> dict[str, Any]:
     """Every job of the plan, run (or read from the cache) in order of priority, `jobs` at a time.
 
     `trained_only` runs nothing: the result holds the finished jobs and lists the rest under
     `missing`. No job starts after `time_limit` seconds; those not started are listed as missing.
+    `reuse` names an earlier result file of this study whose finished jobs count as done (`adopt`):
+    a study continued on another machine starts where the file left off.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     study = Study(small, iterations, progress)
+    if reuse is not None:
+        adopted = adopt(study, reuse)
+        if progress:
+            print(f"reused {adopted} finished jobs from {reuse}", file=sys.stderr, flush=True)
     deadline = time.perf_counter() + (time_limit if time_limit is not None else float("inf"))
     plan = study.plan()
     done = {n for n, job in enumerate(plan, 1) if study.results_path(job).exists()}
@@ -555,6 +562,35 @@ def medical(
             missing.append({**job, "key": study.folder(job).name, **({"error": errors[number]} if number in errors
                                                                        else {})})  # fmt: skip
     return assemble(study, runs, missing, settings(study))
+
+
+def adopt(study: Study, path: str | Path) -> int:
+    """Put the finished jobs of an earlier result file into the cache, where `run` finds them; returns how
+    many. Every row names its job's cache folder (`key`), which hashes the job's whole configuration, so a
+    row is taken only by the job it came from; a file made under other test tasks, another convergence
+    rule or the other size of study is refused, naming what differs."""
+    data = json.loads(Path(path).read_text())
+    if data.get("study") != "medical" or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a medical study result of format {FORMAT}")
+    ours = settings(study)
+    differs = [name for name in ("convergence", "test_tasks", "test_seed", "k_query", "n_way", "pretrain", "head",
+                                 "scratch", "hidden") if data["settings"].get(name) != ours[name]]  # fmt: skip
+    if data.get("small") != study.small:
+        differs.append("small")
+    if differs:
+        raise ValueError(f"{path} was made with other settings ({', '.join(differs)}): its jobs cannot be reused")
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for row in data["runs"]:
+        by_key.setdefault(row["key"], []).append(row)
+    adopted = 0
+    for job in study.plan():
+        path_ = study.results_path(job)
+        rows = by_key.get(study.folder(job).name)
+        if rows and not path_.exists():
+            path_.parent.mkdir(parents=True, exist_ok=True)
+            path_.write_text(json.dumps(rows, indent=1) + "\n")
+            adopted += 1
+    return adopted
 
 
 def settings(study: Study) -> dict[str, Any]:
