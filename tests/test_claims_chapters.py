@@ -342,46 +342,12 @@ def test_and_list_and_by_verdict():
     assert claims.by_verdict({"x": AHEAD}, higher_is_better=False)["worse"] == ["x"]
 
 
-def test_cells_in_words_and_where_the_reference_stands_cell_by_cell():
-    every = ["split 1, 1-shot", "split 1, 5-shot", "split 2, 1-shot", "split 2, 5-shot"]
-    assert claims.cells_in_words(every, every) == "all four cells"
-    assert claims.cells_in_words(every[1:3], every) == "split 1 with 5 shots and split 2 with 1 shot"
-    by_cell = {every[0]: BEHIND, every[1]: LEVEL, every[2]: LEVEL, every[3]: LEVEL}
-    assert claims.reference_by_cell(by_cell, every) == (
-        "MAML is behind in split 1 with 1 shot; no difference detected in split 1 with 5 shots, "
-        "split 2 with 1 shot and split 2 with 5 shots"
-    )
-    assert claims.reference_by_cell(dict.fromkeys(every, AHEAD), every) == "MAML is ahead in all four cells"
-    with pytest.raises(ValueError):
-        claims.reference_by_cell({}, every)
 
 
-def test_baseline_answer_claims_only_decided_comparisons():
-    answer, reading = claims.baseline_answer([LEVEL, _c(-0.01, -0.03, 0.01), LEVEL])
-    assert answer.startswith("no: MAML is ahead of neither transfer baseline in any cell; no difference is detected")
-    assert answer.endswith("with MAML's mean the lower in 1 of them")
-    assert "no difference from MAML's initialization is detected" in reading
-    answer, reading = claims.baseline_answer([BEHIND, LEVEL])
-    assert answer.endswith("it is behind in 1 of the 2 comparisons, and no difference is detected in the other 1")
-    assert "better in some cells" in reading
-    answer, reading = claims.baseline_answer([AHEAD, BEHIND, LEVEL])
-    assert answer.startswith("only in part: MAML is ahead in 1 of the 3 comparisons, behind in 1")
-    assert reading.startswith("Meta-learning the initialization pays off")
-    assert claims.baseline_answer([AHEAD, AHEAD])[0].startswith("yes:")
-    with pytest.raises(ValueError):
-        claims.baseline_answer([])
 
 
-def test_gains_sentence_counts_means_and_intervals_apart():
-    text = claims.gains_sentence([AHEAD, AHEAD, LEVEL, BEHIND], "method-and-split pairs")
-    assert text == "the mean rises in 3 of 4 method-and-split pairs, with an interval above zero in 2 of 4"
-    text = claims.gains_sentence([AHEAD, LEVEL], "pairs")
-    assert text == "the mean rises in all 2 pairs, with an interval above zero in 1 of 2"
 
 
-def test_larger_than_all():
-    assert claims.larger_than_all(0.24, 0.05, "larger", "smaller") == "larger"
-    assert claims.larger_than_all(0.05, 0.05, "larger", "smaller") == "smaller"
 
 
 def test_standing_names_only_decided_directions_for_a_loss():

@@ -6,76 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from ..paired import PairedComparison
 from .comparisons import _interval_text, _number, by_verdict, describe_comparison, lead_status, verdict
-from .words import and_list, cells_in_words, count_of
-
-
-def reference_by_cell(by_cell: Mapping[str, PairedComparison], every: Sequence[str], reference: str = "MAML") -> str:
-    """Where `reference` stands against one other method, cell by cell (each comparison reference − other,
-    higher is better): "MAML is ahead in ...; MAML is behind in ...; no difference detected in ..."."""
-    groups = by_verdict(by_cell)
-    parts = []
-    for word, words in (
-        ("better", f"{reference} is ahead in"),
-        ("worse", f"{reference} is behind in"),
-        ("no difference detected", "no difference detected in"),
-    ):
-        if groups[word]:
-            parts.append(f"{words} {cells_in_words(groups[word], every)}")
-    if not parts:
-        raise ValueError("no cells to compare")
-    return "; ".join(parts)
-
-
-def baseline_answer(comparisons: Sequence[PairedComparison], reference: str = "MAML") -> tuple[str, str]:
-    """Does `reference` beat the transfer baselines? (answer, reading) from its comparisons with them,
-    each reference − baseline in one cell (higher is better); only a decided interval counts."""
-    if not comparisons:
-        raise ValueError("no comparisons")
-    words = [verdict(c) for c in comparisons]
-    ahead, behind, n = words.count("better"), words.count("worse"), len(words)
-    rest = n - ahead - behind
-    if ahead == n:
-        answer = f"yes: {reference} is ahead of the transfer baselines in all {n} comparisons"
-    elif ahead == 0 and behind == 0:
-        lower = sum(c.difference < 0 for c in comparisons)
-        answer = (
-            f"no: {reference} is ahead of neither transfer baseline in any cell; no difference is detected in "
-            f"any of the {n} comparisons, with {reference}'s mean the lower in {lower} of them"
-        )
-    elif ahead == 0:
-        answer = (
-            f"no: {reference} is ahead of neither transfer baseline in any cell; it is behind in {behind} of the "
-            f"{n} comparisons, and no difference is detected in the other {rest}"
-        )
-    else:
-        answer = (
-            f"only in part: {reference} is ahead in {ahead} of the {n} comparisons, behind in {behind}, and no "
-            f"difference is detected in the other {rest}"
-        )
-    if ahead > 0:
-        reading = "Meta-learning the initialization pays off where the interval excludes zero, and only there"
-    elif behind > 0:
-        reading = (
-            "A network trained as a plain classifier on the five known types already holds features that "
-            f"separate the new ones at least as well as {reference}'s initialization, and better in some cells"
-        )
-    else:
-        reading = (
-            "A network trained as a plain classifier on the five known types already holds features that "
-            f"separate the new ones: at this budget no difference from {reference}'s initialization is detected"
-        )
-    return answer, reading
-
-
-def gains_sentence(comparisons: Sequence[PairedComparison], what: str) -> str:
-    """How many of several after − before comparisons (higher is better) rise, by mean and by interval.
-
-    "the mean rises in all 12 {what}, with an interval above zero in 11 of 12".
-    """
-    n = len(comparisons)
-    rises = sum(c.difference > 0 for c in comparisons)
-    decided = sum(verdict(c) == "better" for c in comparisons)
-    return f"the mean rises in {count_of(rises, n)} {what}, with an interval above zero in {count_of(decided, n)}"
+from .words import and_list
 
 
 def standing(

@@ -108,17 +108,8 @@ def and_list(names: Sequence[str], empty: str = "none") -> str:
 WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 8: "eight"}
 
 
-def cells_in_words(cells: Sequence[str], every: Sequence[str]) -> str:
-    """Cells "split 1, 1-shot" as "split 1 with 1 shot"; all of `every` as "all four cells"."""
-    if len(every) > 1 and set(cells) == set(every):
-        return f"all {WORDS.get(len(every), str(len(every)))} cells"
-    said = [c.replace(", 1-shot", " with 1 shot").replace("-shot", " shots").replace(", ", " with ") for c in cells]
-    return and_list(said)
 
 
-def larger_than_all(gap: float, within: float, larger: str, smaller: str) -> str:
-    """`larger` when `gap` exceeds `within` (the largest of the differences it is set against), else `smaller`."""
-    return larger if gap > within else smaller
 
 
 def spread_word(ratio: float, factor: float = 1.5) -> str:
