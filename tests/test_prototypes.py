@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mamlbook.functional import params_of
-from mamlbook.meta.prototypes import prototype_loss, prototypes, task_logits
+from mamlbook.meta.prototypes import prototype_accuracy, prototype_loss, prototypes, task_logits
 from mamlbook.tasks import TaskBatch
 from mamlbook.train.algorithms import make_algorithm
 from mamlbook.train.runconfig import TrainConfig
@@ -109,3 +109,24 @@ def test_prototypes_are_refused_where_they_cannot_run():
     trainer = Trainer(config, model=Embedder(), tasks=Clusters(), loss="mse")
     with pytest.raises(ValueError, match="the loss must be 'ce'"):
         trainer.step()
+
+
+def test_mamlbook_eval_scores_a_prototype_run_as_prototypes_at_every_step(tmp_path, one_thread):
+    """`mamlbook eval` on a ProtoNets run: SGD steps would score another classifier (its unused head)."""
+    import os
+
+    from mamlbook.reports.run import evaluate_run
+    from mamlbook.train.presets import preset_config
+
+    if not (os.environ.get("MAMLBOOK_DATA") and os.path.isdir(os.path.join(os.environ["MAMLBOOK_DATA"], "pbc"))):
+        pytest.skip("the PBC images are not in MAMLBOOK_DATA")
+    config = preset_config("pbc-3w1s", algorithm="protonet", iterations=2, eval_every=2, eval_tasks=2,
+                           checkpoint_every=2, model_options={"n_way": 3, "in_channels": 3, "hidden": 4})  # fmt: skip
+    trainer = Trainer(config, tmp_path)
+    trainer.fit(progress=False, plot=False)
+    report = evaluate_run(tmp_path, tasks=4, steps=2)
+    protonets = report["methods"]["ProtoNets"]
+    assert protonets["accuracy_mean"] == [protonets["accuracy_mean"][0]] * 3
+    batch = config.make_task().for_split("test").sample(4, torch.Generator().manual_seed(20_000))
+    _, accuracies = prototype_accuracy(trainer.model, trainer.params, batch)
+    assert protonets["accuracy_mean"][0] == pytest.approx(accuracies.mean().item(), abs=1e-6)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..meta.prototypes import prototype_accuracy
 from ..records import from_data, write_record
 from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.evaluate import adaptation_curve, mean_ci95
@@ -54,9 +55,17 @@ def evaluate_run(
     for name, (model, params, lr, rule) in candidates.items():
         classify = distribution.loss in ("ce", "bce")
         rate = 1.0 if isinstance(lr, str) else lr  # unused when the rule carries learned rates
-        curves = adaptation_curve(
-            model, params, batch, distribution.loss, steps, rate, with_accuracy=classify, rule=rule
-        )
+        if name == trained.name and trained.config.make_algorithm().prototypes:
+            # A prototypical network does not take steps: the same classifier at every step count.
+            losses, accuracies = prototype_accuracy(model, params, batch)
+            curves = {
+                "loss": losses[:, None].expand(-1, steps + 1),
+                "accuracy": accuracies[:, None].expand(-1, steps + 1),
+            }
+        else:
+            curves = adaptation_curve(
+                model, params, batch, distribution.loss, steps, rate, with_accuracy=classify, rule=rule
+            )
         curve = curves["loss"]
         stats = [mean_ci95(curve[:, s]) for s in range(steps + 1)]
         methods[name] = {

@@ -27,6 +27,7 @@ DISPLAY_NAMES = {
     "anil": "ANIL",
     "metasgd": "Meta-SGD",
     "mamlpp": "MAML++",
+    "protonet": "ProtoNets",
 }
 
 
