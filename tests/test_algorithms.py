@@ -14,13 +14,23 @@ def small_config(**overrides):
     return mb.TrainConfig(**{**values, **overrides})
 
 
-@pytest.mark.parametrize("name", list(ALGORITHMS))
+PROTOTYPES = [n for n, a in ALGORITHMS.items() if a.prototypes or a.prototype_head]
+
+
+@pytest.mark.parametrize("name", [n for n in ALGORITHMS if n not in PROTOTYPES])
 def test_every_algorithm_trains_through_the_trainer(name):
     trainer = mb.Trainer(small_config(algorithm=name, inner_steps=2))
     start = {k: v.detach().clone() for k, v in trainer.params.items()}
     history = trainer.fit(progress=False)
     assert all(torch.isfinite(torch.tensor(r["val_loss_post"])) for r in history)
     assert any(not torch.equal(start[k], trainer.params[k]) for k in start)
+
+
+@pytest.mark.parametrize("name", PROTOTYPES)
+def test_prototype_algorithms_refuse_a_regression_network_without_a_body(name):
+    """ProtoNets and ProtoMAML embed with `model.body` (tests/test_prototypes.py trains them)."""
+    with pytest.raises(ValueError, match="has none: give it a `body`"):
+        mb.Trainer(small_config(algorithm=name, inner_steps=2))
 
 
 def test_default_algorithm_is_plain_maml():

@@ -130,3 +130,78 @@ def test_mamlbook_eval_scores_a_prototype_run_as_prototypes_at_every_step(tmp_pa
     batch = config.make_task().for_split("test").sample(4, torch.Generator().manual_seed(20_000))
     _, accuracies = prototype_accuracy(trainer.model, trainer.params, batch)
     assert protonets["accuracy_mean"][0] == pytest.approx(accuracies.mean().item(), abs=1e-6)
+
+
+# ----- ProtoMAML: the head set from prototypes, then MAML's steps -----
+
+
+def test_the_prototype_head_gives_the_prototype_classifier_up_to_a_per_query_constant():
+    from mamlbook.functional import forward
+    from mamlbook.meta.prototypes import embed, prototype_head, prototype_logits
+
+    torch.manual_seed(0)
+    model = Embedder()
+    params = params_of(model)
+    batch = Clusters().sample(1, torch.Generator().manual_seed(3))
+    sx, sy, qx = batch.support_x[0], batch.support_y[0], batch.query_x[0]
+    with torch.no_grad():
+        headed = forward(model, prototype_head(model, params, sx, sy), qx)
+        centres = prototypes(embed(model, params, sx), sy, 2)
+        z = embed(model, params, qx)
+        reference = prototype_logits(z, centres) + z.pow(2).sum(-1, keepdim=True)
+    assert torch.allclose(headed, reference, atol=1e-5)
+    # relabelling the classes relabels the head: the same predictions under any label order
+    swapped = prototype_head(model, params, sx, 1 - sy)
+    with torch.no_grad():
+        assert torch.equal(forward(model, swapped, qx).argmax(-1), 1 - headed.argmax(-1))
+    with pytest.raises(ValueError, match="has no such head"):
+        prototype_head(nn.Sequential(nn.Linear(4, 2)), {"0.weight": torch.zeros(2, 4)}, sx, sy)
+
+
+def test_protomaml_meta_gradient_reaches_the_body_through_the_prototypes_and_matches_finite_differences():
+    torch.manual_seed(2)
+    model = Embedder().double()
+    raw = Clusters().sample(2, torch.Generator().manual_seed(5))
+    batch = TaskBatch(raw.support_x.double(), raw.support_y, raw.query_x.double(), raw.query_y)
+    algorithm = make_algorithm("protomaml")
+    params = params_of(model)
+    rule = algorithm.make_rule(model, params, 0.1, 1)
+
+    def loss_of(p):
+        return algorithm.meta_loss(model, p, batch, "ce", 1, rule, 2, "loop")
+
+    (grad,) = torch.autograd.grad(loss_of(params), [params["body.2.weight"]])
+    eps = 1e-6
+    for index in [(0, 0), (2, 5)]:
+        values = []
+        for sign in (1, -1):
+            moved = params["body.2.weight"].detach().clone()
+            moved[index] += sign * eps
+            values.append(loss_of({**params, "body.2.weight": moved}).item())
+        assert grad[index].item() == pytest.approx((values[0] - values[1]) / (2 * eps), rel=1e-6, abs=1e-10)
+    head = torch.autograd.grad(loss_of(params), [params["head.weight"]], allow_unused=True)[0]
+    assert head is None or float(head.abs().max()) == 0.0, "the head's own weights are replaced by the prototypes"
+
+
+def test_the_trainer_meta_trains_protomaml_and_evaluates_from_the_prototype_head(one_thread):
+    from mamlbook.meta.prototypes import prototype_head
+    from mamlbook.train.evaluate import adaptation_curve
+
+    torch.manual_seed(0)
+    config = TrainConfig(task=None, model=None, algorithm="protomaml", iterations=120, meta_batch=8, eval_every=120,
+                         eval_tasks=64, meta_lr=0.01, inner_lr=0.1)  # fmt: skip
+    trainer = Trainer(config, model=Embedder(), tasks=Clusters())
+    before = trainer.validate()["val_accuracy_post"]
+    after = trainer.fit(progress=False)[-1]["val_accuracy_post"]
+    assert after > before + 0.1 and after > 0.9, (before, after)
+    # step 0 of the evaluation is the prototype classifier, not the (unused) trained head
+    plain = adaptation_curve(trainer.model, trainer.params, trainer.validation, "ce", 0, 0.1, with_accuracy=True)
+    headed = adaptation_curve(trainer.model, trainer.params, trainer.validation, "ce", 0, 0.1, with_accuracy=True,
+                              init=lambda p, sx, sy: prototype_head(trainer.model, p, sx, sy))  # fmt: skip
+    _, proto = __import__("mamlbook.meta.prototypes", fromlist=["prototype_accuracy"]).prototype_accuracy(
+        trainer.model, trainer.params, trainer.validation
+    )
+    assert torch.allclose(headed["accuracy"][:, 0], proto)
+    assert not torch.allclose(plain["accuracy"][:, 0], proto)
+    with pytest.raises(ValueError, match="no reptile, msl or head-only"):
+        make_algorithm("protomaml", msl=True)

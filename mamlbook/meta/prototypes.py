@@ -1,5 +1,11 @@
 """Prototypical networks (Snell et al. 2017): classify a query by the nearest class mean of embedded shots.
 
+Also ProtoMAML's initialization (Triantafillou et al. 2020, Meta-Dataset, section 4): before MAML's inner
+loop, the linear head is set from the task's prototypes, `W_k = 2 c_k`, `b_k = -|c_k|^2`, whose logits
+`2 c_k.z - |c_k|^2 = -|z - c_k|^2 + |z|^2` are the prototype logits up to a per-query constant. The
+head then starts at the prototype classifier for whatever labels the task gives its classes, so the
+model is invariant to the order of the labels, and the inner steps refine it and the body.
+
 A task's support images are embedded by the model's body, each class's embeddings are averaged into
 a prototype, and a query's logits are minus its squared Euclidean distances to the prototypes. Meta-
 training minimizes the query cross-entropy of those logits over tasks; there is no inner loop, so a
@@ -84,3 +90,28 @@ def prototype_accuracy(model: nn.Module, params: Mapping[str, Tensor], batch: Ta
             losses.append(F.cross_entropy(logits, batch.query_y[i]))
             accuracies.append((logits.argmax(-1) == batch.query_y[i]).float().mean())
     return torch.stack(losses), torch.stack(accuracies)
+
+
+def linear_head(model: nn.Module, params: Mapping[str, Tensor]) -> tuple[str, str]:
+    """The head's weight and bias names (`head.weight`, `head.bias`); a clear error when `model.head` is
+    not a linear layer on the body's features."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear) or head.bias is None or "head.weight" not in params:
+        raise ValueError(
+            f"ProtoMAML sets the model's `head` (a linear layer with a bias on the body's features) from "
+            f"prototypes; {type(model).__name__} has no such head"
+        )
+    return "head.weight", "head.bias"
+
+
+def prototype_head(model: nn.Module, params: Mapping[str, Tensor], support_x: Tensor, support_y: Tensor) -> dict:
+    """`params` with the head set from the support set's prototypes (ProtoMAML): `head.weight = 2 C`,
+    `head.bias = -|C|^2` for `C: [N, D]` the class means of the embedded shots (support alone, so batch
+    statistics come from the shots, as in the inner loop). Differentiable in the body's parameters:
+    the meta-gradient reaches the body through the prototypes too."""
+    weight, bias = linear_head(model, params)
+    n_way = int(support_y.max()) + 1
+    if params[weight].shape[0] != n_way:
+        raise ValueError(f"the head has {params[weight].shape[0]} outputs but the task has {n_way} classes")
+    centres = prototypes(embed(model, params, support_x), support_y, n_way)
+    return {**params, weight: 2 * centres, bias: -centres.pow(2).sum(-1)}

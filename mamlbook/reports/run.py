@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..meta.prototypes import prototype_accuracy
+from ..meta.prototypes import prototype_accuracy, prototype_head
 from ..records import from_data, write_record
 from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..train.evaluate import adaptation_curve, mean_ci95
@@ -63,8 +63,10 @@ def evaluate_run(
                 "accuracy": accuracies[:, None].expand(-1, steps + 1),
             }
         else:
+            protomaml = name == trained.name and trained.config.make_algorithm().prototype_head
+            init = (lambda p, sx, sy, m=model: prototype_head(m, p, sx, sy)) if protomaml else None
             curves = adaptation_curve(
-                model, params, batch, distribution.loss, steps, rate, with_accuracy=classify, rule=rule
+                model, params, batch, distribution.loss, steps, rate, with_accuracy=classify, rule=rule, init=init
             )
         curve = curves["loss"]
         stats = [mean_ci95(curve[:, s]) for s in range(steps + 1)]

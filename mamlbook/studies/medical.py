@@ -561,7 +561,7 @@ def medical(
         else:
             missing.append({**job, "key": study.folder(job).name, **({"error": errors[number]} if number in errors
                                                                        else {})})  # fmt: skip
-    return assemble(study, runs, missing, settings(study))
+    return assemble(study, runs, missing, settings(study), METHODS, FLOORS)
 
 
 def adopt(study: Study, path: str | Path) -> int:

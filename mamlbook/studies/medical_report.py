@@ -81,9 +81,16 @@ def table(runs: list[dict[str, Any]], floors: tuple[str, ...]) -> dict[str, dict
     return out
 
 
-def assemble(study: Any, runs: list[dict[str, Any]], missing: list[dict[str, Any]], settings: dict[str, Any]):
-    """The study's result (what `mamlbook study medical` writes)."""
-    from .medical import FLOORS, METHODS
+def assemble(
+    study: Any,
+    runs: list[dict[str, Any]],
+    missing: list[dict[str, Any]],
+    settings: dict[str, Any],
+    methods: dict[str, str],
+    floors: tuple[str, ...],
+) -> dict[str, Any]:
+    """The study's result (what `mamlbook study medical` writes): `methods` by name with what each does,
+    `floors` the methods that learn nothing across tasks."""
 
     train_seconds: dict[str, float] = {}
     for run in runs:  # a model's training counts once, whatever the rows it scores
@@ -108,9 +115,9 @@ def assemble(study: Any, runs: list[dict[str, Any]], missing: list[dict[str, Any
             if missing
             else None
         ),
-        "methods": METHODS,
-        "floors": list(FLOORS),
+        "methods": methods,
+        "floors": list(floors),
         "runs": runs,
         "missing": missing,
-        "table": table(runs, FLOORS),
+        "table": table(runs, floors),
     }

@@ -9,6 +9,7 @@
 | metasgd   | learned rate per weight| query loss after N steps      | order as configured               |
 | mamlpp    | LSLR                   | multi-step loss (MSL)         | DA, cosine meta lr, per-step BN   |
 | protonet  | none (no inner loop)   | query loss of prototype logits| none                              |
+| protomaml | SGD, head set from prototypes | query loss after N steps | order as configured             |
 
 `make_algorithm("mamlpp", msl=False)` switches one MAML++ piece off, for the ablation.
 """
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..engine import meta_loss, resolve_strategy
@@ -28,7 +30,7 @@ from ..engine.vmapped import has_batch_norm
 from ..functional import Params
 from ..losses import LossFn
 from ..meta.anil import anil_rule
-from ..meta.inner import check_order
+from ..meta.inner import check_order, func_grads
 from ..meta.mamlpp import (
     cosine_lr,
     derivative_order,
@@ -37,7 +39,8 @@ from ..meta.mamlpp import (
     multi_step_query_losses,
     per_step_batch_norm,
 )
-from ..meta.prototypes import body_of, prototype_loss
+from ..meta.objective import task_query_loss
+from ..meta.prototypes import body_of, linear_head, prototype_head, prototype_loss
 from ..meta.reptile import reptile_pseudo_gradient
 from ..meta.rules import LSLR, SGD, InnerRule, MetaSGD, Subset
 from ..tasks import TaskBatch
@@ -73,6 +76,7 @@ class Algorithm:
     cosine_iterations: int | None = None
     min_meta_lr: float = 1e-5
     prototypes: bool = False
+    prototype_head: bool = False
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -83,6 +87,10 @@ class Algorithm:
             raise ValueError("reptile takes plain SGD steps and has no query-loss objective (no msl, no learned rule)")
         if self.prototypes and (self.reptile or self.msl or self.head_only or self.rule != "sgd"):
             raise ValueError("prototypical networks have no inner loop: no reptile, msl, head-only or learned rule")
+        if self.prototype_head and (self.prototypes or self.reptile or self.msl or self.head_only):
+            raise ValueError(
+                "ProtoMAML's head is set from prototypes before MAML's steps: no reptile, msl or head-only"
+            )
 
     # ----- building -----
     def prepare_model(self, model: nn.Module, steps: int) -> nn.Module:
@@ -133,8 +141,10 @@ class Algorithm:
     ) -> str:
         """The engine's choice (which may probe an unverified model on `batch`'s shapes), except that
         per-step batch norm and prototypical networks (no inner loop to batch) run task by task (the loop)."""
-        if self.prototypes:
+        if self.prototypes or self.prototype_head:
             body_of(model)  # a model without an embedding body is refused before training starts
+            if self.prototype_head:
+                linear_head(model, dict(model.named_parameters()))
             return "loop"
         return "loop" if has_step_batch_norm(model) else resolve_strategy(strategy, model, rule, batch=batch)
 
@@ -156,6 +166,28 @@ class Algorithm:
             if loss_fn != "ce":
                 raise ValueError(f"prototypical networks classify: the loss must be 'ce', not {loss_fn!r}")
             return prototype_loss(model, params, batch)
+        if self.prototype_head:  # ProtoMAML: each task's head starts at its prototype classifier
+            # The inner gradients must be partial derivatives, the head held apart from the body it was
+            # computed from: torch.func.grad treats each entry as its own variable; autograd.grad would
+            # add the path through the prototypes (a wrong meta-gradient, caught by a float64 test).
+            losses = [
+                task_query_loss(
+                    model,
+                    prototype_head(model, params, batch.support_x[i], batch.support_y[i]),
+                    batch.support_x[i],
+                    batch.support_y[i],
+                    batch.query_x[i],
+                    batch.query_y[i],
+                    loss_fn,
+                    steps,
+                    1.0,
+                    order,
+                    rule,
+                    grads=func_grads,
+                )
+                for i in range(len(batch))
+            ]
+            return torch.stack(losses).mean()
         if weights is not None or has_step_batch_norm(model):
             # The multi-step losses run under vmap unless the loop was chosen: only where every layer
             # is verified for vmap (whatever faster engine "auto" chose for the plain objective).
@@ -186,6 +218,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "metasgd": Algorithm("metasgd", rule="metasgd"),
     "mamlpp": Algorithm("mamlpp", rule="lslr", msl=True, da=True, bn_stats=True, bn_weights=True, cosine=True),
     "protonet": Algorithm("protonet", order=0, prototypes=True),
+    "protomaml": Algorithm("protomaml", prototype_head=True),
 }
 
 # The ablation of Antoniou et al. (table 2): MAML++ with one piece switched off at a time.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -34,8 +34,12 @@ def adaptation_curve(
     inner_lr: float = 0.01,
     with_accuracy: bool = False,
     rule: InnerRule | None = None,
+    init: Callable[[Mapping[str, Tensor], Tensor, Tensor], Mapping[str, Tensor]] | None = None,
 ) -> dict[str, Tensor]:
     """Query loss of every task after 0, 1, ..., `steps` inner steps: `{"loss": [B, steps+1]}`.
+
+    `init(params, support_x, support_y)`, where given, makes each task's starting point (ProtoMAML's
+    prototype head, `meta.prototypes.prototype_head`); tasks then run one by one.
 
     Adaptation here never builds a meta-graph (order 0). With `with_accuracy`, adds "accuracy".
     `rule` replaces plain SGD (learned rates); step s runs as inner step s (per-step rates and BN).
@@ -43,11 +47,12 @@ def adaptation_curve(
     check_steps(steps, minimum=0)
     loss = get_loss(loss_fn)
     # vmap cannot run batch norm that updates running statistics (MAML++'s per-step BN does).
-    batched = not (has_batch_norm(model) or has_step_batch_norm(model))
+    batched = init is None and not (has_batch_norm(model) or has_step_batch_norm(model))
     grads = func_grads if batched else autograd_grads
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
-        current = {k: v.detach() for k, v in params.items()}
+        start = params if init is None else init(params, sx, sy)
+        current = {k: v.detach() for k, v in start.items()}
         losses, accs = [], []
         for step in range(steps + 1):
             with at_step(model, max(step - 1, 0)):

@@ -28,6 +28,7 @@ DISPLAY_NAMES = {
     "metasgd": "Meta-SGD",
     "mamlpp": "MAML++",
     "protonet": "ProtoNets",
+    "protomaml": "ProtoMAML",
 }
 
 

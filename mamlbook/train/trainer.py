@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..functional import Params, load_params_, params_of
 from ..losses import LossFn
-from ..meta.prototypes import prototype_accuracy
+from ..meta.prototypes import prototype_accuracy, prototype_head
 from ..meta.reptile import reptile_pseudo_gradient
 from ..precision import reduced_precision
 from ..progress import tqdm
@@ -260,6 +260,7 @@ class Trainer:
             c.inner_lr,
             with_accuracy=classify,
             rule=self.rule,
+            init=self._prototype_init(),
         )
         row = {
             f"val_{name}_{when}": values.mean(0)[index].item()
@@ -267,6 +268,12 @@ class Trainer:
             for when, index in (("pre", 0), ("post", -1))
         }
         return row
+
+    def _prototype_init(self):
+        """ProtoMAML's per-task starting point (the head set from the task's prototypes), else None."""
+        if not self.algorithm.prototype_head:
+            return None
+        return lambda params, sx, sy: prototype_head(self.model, params, sx, sy)
 
     def fit(self, iterations: int | None = None, progress: bool = True, plot: bool = True) -> list[dict[str, Any]]:
         """Train until `iterations` meta-iterations in total (default: the config's), then save (and,
