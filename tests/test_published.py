@@ -20,7 +20,7 @@ import pytest
 from _chapters import ROOT, chapter_docnames
 
 from mamlbook.reports import lake
-from mamlbook.reports.published import KINDS, PUBLISHED, Published, published, quote, series
+from mamlbook.reports.published import KINDS, OMNIGLOT_SETTINGS, PUBLISHED, Published, published, quote, series
 
 BIB = ROOT / "book" / "references.bib"
 CELL_START = "```{code-cell}"
@@ -94,9 +94,11 @@ def _decimals(literal: str) -> int:
     return max(0, -int(Decimal(literal.replace("_", "")).as_tuple().exponent))
 
 
-def _matches(value: float, literal: float, decimals: int, is_int: bool) -> bool:
-    """Whether `literal` is `value` written to the literal's precision (an integer only matches an integer)."""
-    if float(value).is_integer():
+def _matches(entry: Published, literal: float, decimals: int, is_int: bool) -> bool:
+    """Whether `literal` is the entry's value written to the literal's precision (an integer only matches an
+    integer, and a value printed with decimals, such as 96.0, only a literal written with them)."""
+    value = entry.value
+    if float(value).is_integer() and not entry.decimals:
         return literal == value
     if is_int or decimals == 0:
         return False
@@ -149,7 +151,7 @@ def scan(text: str, table: dict[str, Published] = PUBLISHED) -> list[Hit]:
                 number = -number
             if is_int and abs(number) <= SMALL_INT:
                 continue
-            keys = tuple(k for k, e in results.items() if _matches(e.value, number, decimals, is_int))
+            keys = tuple(k for k, e in results.items() if _matches(e, number, decimals, is_int))
             if keys:
                 literal = ("-" if unary else "") + token.string
                 hits.append(Hit(first_line + token.start[0] - 1, literal, keys))
@@ -177,6 +179,22 @@ def test_lookups_name_close_keys() -> None:
     assert quote("finn2017.omniglot.5w1s.maml") == "98.7 ± 0.4%"
     assert quote("finn2017.omniglot.5w1s.maml", interval=False) == "98.7%"
     assert quote("finn2017.omniglot.iterations") == "60,000"
+
+
+@pytest.mark.parametrize(
+    ("paper", "method", "intervals"), [("finn2017", "maml", True), ("snell2017", "protonets", False)]
+)
+def test_each_omniglot_table_has_every_setting(paper: str, method: str, intervals: bool) -> None:
+    """Both papers' Table 1 print 5- and 20-way, 1- and 5-shot; Finn et al. print a 95% interval beside each."""
+    assert OMNIGLOT_SETTINGS == ((5, 1), (5, 5), (20, 1), (20, 5))
+    for ways, shots in OMNIGLOT_SETTINGS:
+        key = f"{paper}.omniglot.{ways}w{shots}s.{method}"
+        entry = published(key)
+        assert entry.kind == "result" and entry.unit == "%" and 90 < entry.value < 100, key
+        assert entry.where.startswith("Table 1") and f"{ways}-way Acc" in entry.where and f"{shots}-shot" in entry.where
+        assert (f"{key}_ci95" in PUBLISHED) == intervals, key
+    assert quote("snell2017.omniglot.20w1s.protonets") == "96.0%"  # printed with its decimal, as in the paper
+    assert quote("finn2017.omniglot.20w5s.maml") == "98.9 ± 0.2%"
 
 
 def test_nav2d_oracle_is_not_part_of_the_maml_series() -> None:
@@ -228,3 +246,9 @@ def test_the_scan_catches_a_literal_paper_number(tmp_path: Path) -> None:
     ]
     assert hits[1].keys == ("finn2017.nav2d.maml.step1", "finn2017.nav2d.pretrained.step2")
     assert hits[3].keys == ("finn2017.omniglot.5w1s.maml",)
+
+
+def test_the_scan_reads_a_whole_number_printed_with_a_decimal_as_printed() -> None:
+    """ProtoNets' 20-way 1-shot is "96.0%": the literal 96.0 is the paper's number, a count of 96 is not."""
+    chapter = "```{code-cell} ipython3\nprotonets, batch = 96.0, 96\n```\n"
+    assert [(hit.literal, hit.keys) for hit in scan(chapter)] == [("96.0", ("snell2017.omniglot.20w1s.protonets",))]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-__all__ = ["KINDS", "PUBLISHED", "Published", "published", "quote", "series"]
+__all__ = ["KINDS", "OMNIGLOT_SETTINGS", "PUBLISHED", "Published", "published", "quote", "series"]
 
 KINDS = ("result", "interval", "setting")
 
@@ -32,6 +32,7 @@ class Published:
     where: str
     note: str = ""
     kind: str = "result"
+    decimals: int | None = None  # places as printed, where the float cannot tell: 96.0 is "96.0%", not "96%"
 
 
 # The authors' released files, named where a number is not printed in the paper itself.
@@ -68,6 +69,49 @@ def _nav2d() -> dict[str, Published]:
                 _NAV2D_WHERE.format(released),
                 _NAV2D_NOTE.format(mean) + _RENAMED.get(key, ""),
             )
+    return table
+
+
+# The Omniglot few-shot tables: the (ways, shots) settings in the papers' column order, and per paper
+# the key prefix, method key, label, bibtex key, where the row is printed, a note, and each setting's
+# accuracy with the 95% interval printed beside it (None where the table prints none).
+OMNIGLOT_SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+_OMNIGLOT = (
+    (
+        "finn2017",
+        "maml",
+        "MAML with Conv4",
+        "finn2017maml",
+        "Table 1 (Omniglot, top), row 'MAML (ours)', column '{ways}-way Accuracy, {shots}-shot'",
+        "",
+        {(5, 1): (98.7, 0.4), (5, 5): (99.9, 0.1), (20, 1): (95.8, 0.3), (20, 5): (98.9, 0.2)},
+    ),
+    (
+        "snell2017",
+        "protonets",
+        "Prototypical Networks (Euclidean distance, Conv4 embedding, not fine-tuned)",
+        "snell2017prototypical",
+        "Table 1, row 'Prototypical Networks (ours)' (Dist. Euclid., Fine Tune N), "
+        "column '{ways}-way Acc., {shots}-shot'",
+        "no interval printed; the mean over 1000 random test episodes (section 3.1)",
+        {(5, 1): (98.8, None), (5, 5): (99.7, None), (20, 1): (96.0, None), (20, 5): (98.9, None)},
+    ),
+)
+
+
+def _omniglot_results() -> dict[str, Published]:
+    """One entry per paper, method and (ways, shots), e.g. `snell2017.omniglot.20w5s.protonets`, with its interval."""
+    table = {}
+    for paper, method, label, cite, where, note, cells in _OMNIGLOT:
+        for (ways, shots), (accuracy, ci95) in cells.items():
+            key = f"{paper}.omniglot.{ways}w{shots}s.{method}"
+            place = where.format(ways=ways, shots=shots)
+            what = f"Omniglot {ways}-way {shots}-shot accuracy, {label}"
+            table[key] = Published(accuracy, "%", what, cite, place, note, decimals=1)
+            if ci95 is not None:
+                table[f"{key}_ci95"] = Published(
+                    ci95, "%", f"95% interval of {key}", cite, place, kind="interval", decimals=1
+                )
     return table
 
 
@@ -168,39 +212,7 @@ PUBLISHED: dict[str, Published] = {
         "appendix A.2 (up to 500 meta-iterations)",
         kind="setting",
     ),
-    "finn2017.omniglot.5w1s.maml": Published(
-        98.7, "%", "Omniglot 5-way 1-shot accuracy, MAML with Conv4", "finn2017maml", "Table 1, row 'MAML (ours)'"
-    ),
-    "finn2017.omniglot.5w1s.maml_ci95": Published(
-        0.4,
-        "%",
-        "95% interval of finn2017.omniglot.5w1s.maml",
-        "finn2017maml",
-        "Table 1, row 'MAML (ours)'",
-        kind="interval",
-    ),
-    "finn2017.omniglot.5w5s.maml": Published(
-        99.9, "%", "Omniglot 5-way 5-shot accuracy, MAML with Conv4", "finn2017maml", "Table 1, row 'MAML (ours)'"
-    ),
-    "finn2017.omniglot.5w5s.maml_ci95": Published(
-        0.1,
-        "%",
-        "95% interval of finn2017.omniglot.5w5s.maml",
-        "finn2017maml",
-        "Table 1, row 'MAML (ours)'",
-        kind="interval",
-    ),
-    "finn2017.omniglot.20w1s.maml": Published(
-        95.8, "%", "Omniglot 20-way 1-shot accuracy, MAML with Conv4", "finn2017maml", "Table 1, row 'MAML (ours)'"
-    ),
-    "finn2017.omniglot.20w1s.maml_ci95": Published(
-        0.3,
-        "%",
-        "95% interval of finn2017.omniglot.20w1s.maml",
-        "finn2017maml",
-        "Table 1, row 'MAML (ours)'",
-        kind="interval",
-    ),
+    **_omniglot_results(),
     "finn2017.omniglot.train_characters": Published(
         1200,
         "characters",
@@ -220,6 +232,30 @@ PUBLISHED: dict[str, Published] = {
     ),
     "finn2017.omniglot.5way.meta_batch": Published(
         32, "tasks", "Omniglot 5-way: tasks per meta-batch", "finn2017maml", "appendix A.1", kind="setting"
+    ),
+    "snell2017.omniglot.train_characters": Published(
+        1200,
+        "characters",
+        "Omniglot: training characters (each also rotated by 90, 180, 270 degrees: 4,800 classes)",
+        "snell2017prototypical",
+        "section 3.1 (1200 characters plus rotations for training, the remaining classes for test)",
+        kind="setting",
+    ),
+    "snell2017.omniglot.train_way": Published(
+        60,
+        "classes",
+        "Omniglot: classes per training episode, for both the 1-shot and 5-shot models",
+        "snell2017prototypical",
+        "section 3.1 (training episodes containing 60 classes and 5 query points per class)",
+        kind="setting",
+    ),
+    "snell2017.omniglot.test_episodes": Published(
+        1000,
+        "episodes",
+        "Omniglot: random test episodes behind each accuracy of Table 1",
+        "snell2017prototypical",
+        "section 3.1 (averaged over 1000 randomly generated episodes from the test set)",
+        kind="setting",
     ),
     "finn2017.sinusoid.alpha": Published(
         0.01, "step size", "sinusoid regression: inner step size alpha", "finn2017maml", "section 5.1", kind="setting"
@@ -295,17 +331,18 @@ def series(prefix: str) -> list[Published]:
 def quote(key: str, interval: bool = True) -> str:
     """The value as the source prints it ("98.7 ± 0.4%", "60,000"), with its interval where the table has one."""
     entry = published(key)
-    digits = _decimals(entry.value)
-    text = f"{entry.value:,.{digits}f}"
+    text = f"{entry.value:,.{_decimals(entry)}f}"
     ci = PUBLISHED.get(f"{key}_ci95")
     if interval and ci is not None:
-        text += f" ± {ci.value:.{_decimals(ci.value)}f}"
+        text += f" ± {ci.value:.{_decimals(ci)}f}"
     return text + ("%" if entry.unit == "%" else "")
 
 
-def _decimals(value: float) -> int:
-    """Decimal places of `value` as written in the table: 98.7 -> 1, 60_000 -> 0."""
-    text = repr(float(value))
+def _decimals(entry: Published) -> int:
+    """Decimal places of the entry as written in the table: 98.7 -> 1, 60_000 -> 0, 96.0 (decimals=1) -> 1."""
+    if entry.decimals is not None:
+        return entry.decimals
+    text = repr(float(entry.value))
     return 0 if text.endswith(".0") else len(text.split(".")[1])
 
 
