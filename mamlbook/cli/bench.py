@@ -18,17 +18,20 @@ def add_parser(subparsers) -> None:
         "--problems",
         type=comma_names,
         default=["sinusoid"],
-        help="sinusoid, omniglot-5w1s, omniglot-20w1s; or nav2d alone (MAML-RL, TRPO's step two ways)",
+        help="sinusoid, omniglot-5w1s, omniglot-20w1s; or nav2d alone (MAML-RL: TRPO's step two ways, and the "
+        "meta-updates of pytorch-maml-rl and learn2learn's example)",
     )
     bench.add_argument("--steps", type=comma_ints, default=[1], help="inner steps, e.g. 1,5,10,20")
     bench.add_argument(
         "--impls",
         type=comma_names,
-        default=["mamlbook", "learn2learn", "higher"],
+        default=None,
         help="mamlbook (every strategy the model allows), mamlbook:<strategy>, mamlbook:step-compiled (the whole "
         "meta-iteration compiled, MLPs), anil, imaml, "
         "learn2learn, higher, torchopt (second order only); on the sinusoid also torch-plain, "
-        "tensorflow, tensorflow:eager, jax, jax:eager (the `frameworks` extra)",
+        "tensorflow, tensorflow:eager, jax, jax:eager (the `frameworks` extra); default mamlbook,learn2learn,higher. "
+        "On nav2d: mamlbook (both curvatures), mamlbook:exact, mamlbook:gauss-newton, pytorch-maml-rl, "
+        "learn2learn (the peers' meta-updates, bench.nav2d_anchors); default all",
     )
     bench.add_argument("--order", type=int, choices=(1, 2), default=2)
     bench.add_argument(
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     rows = run_bench(
         args.problems,
         args.steps,
-        args.impls,
+        args.impls or ["mamlbook", "learn2learn", "higher"],
         args.order,
         args.device,
         args.repeat,
@@ -90,31 +93,60 @@ def run(args: argparse.Namespace) -> int:
 
 def _nav2d(args: argparse.Namespace) -> int:
     """`--problems nav2d`: one MAML-RL meta-iteration at the paper's 2D-navigation settings, TRPO's step
-    by autograd ("exact") and by hand ("gauss-newton"), alternated in one process (`bench.nav2d`)."""
+    by autograd ("exact") and by hand ("gauss-newton"), and the anchors' meta-updates, alternated in one
+    process (`bench.nav2d`)."""
     from ..bench.nav2d import compare_nav2d_step
     from ..bench.runner import write_json
 
     if args.problems != ["nav2d"]:
         raise ValueError("nav2d is benchmarked on its own: --problems nav2d, without the supervised problems")
-    result = compare_nav2d_step(threads=args.threads or 1, iterations=args.repeat, warmup=args.warmup)
-    for curvature, seconds in result["seconds"].items():
-        print(f"nav2d {curvature:>13}: {seconds:.3f} s per meta-iteration (median of {args.repeat})")
-    print(f"speed-up {result['speedup']:.2f}x; load average {result['load_average'][0]} -> {result['load_average'][1]}")
+    ways = nav2d_impls(args.impls or ["mamlbook", "pytorch-maml-rl", "learn2learn"])
+    result = compare_nav2d_step(ways, threads=args.threads or 1, iterations=args.repeat, warmup=args.warmup)
+    for row in nav2d_rows(result):
+        label = f"{row['impl']}:{row['strategy']}" if row["impl"] == "mamlbook" else row["impl"]
+        print(f"nav2d {label:>21}: {row['ms_median'] / 1000:.3f} s per meta-iteration (median of {args.repeat})")
+    if "speedup" in result:
+        print(f"speed-up by hand {result['speedup']:.2f}x")
+    print(f"load average {result['load_average'][0]} -> {result['load_average'][1]}")
     if args.json:
         command = "mamlbook " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         print(f"wrote {write_json(nav2d_rows(result), args.json, command)}")
     return 0
 
 
+def nav2d_impls(impls: list[str]) -> list[str]:
+    """`--impls` on nav2d as `compare_nav2d_step`'s names: "mamlbook" is both curvatures."""
+    from ..bench.nav2d_anchors import ANCHORS
+    from ..rl.trainer import CURVATURES
+
+    names: list[str] = []
+    for impl in impls:
+        name, _, way = impl.partition(":")
+        if impl == "mamlbook":
+            names += ["exact", "gauss-newton"]
+        elif name == "mamlbook" and way in CURVATURES:
+            names.append(way)
+        elif impl in ANCHORS:
+            names.append(impl)
+        else:
+            known = ", ".join(["mamlbook", *(f"mamlbook:{c}" for c in CURVATURES), *ANCHORS])
+            raise ValueError(f"unknown impl {impl!r} on nav2d; known: {known}")
+    return list(dict.fromkeys(names))
+
+
 def nav2d_rows(result: dict) -> list[dict]:
-    """`compare_nav2d_step`'s timings as benchmark rows (one per way of taking TRPO's step), so that
-    they are written and read like every other benchmark file (`BenchResults`)."""
+    """`compare_nav2d_step`'s timings as benchmark rows (one per way of taking TRPO's step: impl
+    "mamlbook" and the curvature, or the anchor's name and "maml-trpo"), so that they are written and
+    read like every other benchmark file (`BenchResults`); `ratio_vs_learn2learn` where its anchor ran."""
+    from ..bench.nav2d_anchors import ANCHORS
+    from ..bench.runner import add_ratios
+
     settings = result["settings"]
-    return [
+    rows = [
         {
             "problem": "nav2d",
-            "impl": "mamlbook",
-            "strategy": curvature,
+            "impl": curvature if curvature in ANCHORS else "mamlbook",
+            "strategy": "maml-trpo" if curvature in ANCHORS else curvature,
             "order": 2,
             "steps": 1,
             "meta_batch": settings["meta_batch"],
@@ -129,3 +161,5 @@ def nav2d_rows(result: dict) -> list[dict]:
         }
         for curvature, times in result["steps"].items()
     ]
+    add_ratios(rows)
+    return rows
