@@ -12,7 +12,12 @@ default, whose extra score term is one more pass over the pre-adaptation steps).
 all see the same load; each first takes `warmup` untimed steps. The load average is recorded beside
 the times: it says how much the numbers can be trusted.
 
-    python -m mamlbook.bench.nav2d [--threads 1] [--iterations 3] [--curvatures exact learn2learn]
+A curvature with `@W` ("gauss-newton@2") is our trainer task-parallel on W local processes
+(`rl.parallel`; gloo, `threads` threads each), launched after that loop: its time is rank 0's, from a
+barrier to the end of the step (the processes end it together), and its all-reduces are counted and
+timed (`collectives`).
+
+    python -m mamlbook.bench.nav2d [--threads 1] [--iterations 3] [--curvatures exact gauss-newton@2]
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,9 +40,62 @@ from .nav2d_anchors import ANCHORS, AnchorTrainer
 PAPER = {"meta_batch": 20, "trajectories": 20}  # with Nav2DConfig's defaults: horizon 100, TRPO, 10 CG steps
 
 IMPLS = (*CURVATURES, *ANCHORS)
-"""What `compare_nav2d_step` times: our trainer by each curvature, and each anchor's meta-update."""
+"""What `compare_nav2d_step` times: our trainer by each curvature, and each anchor's meta-update; a
+curvature may take `@W`, W >= 2 processes (`processes`)."""
 
-__all__ = ["IMPLS", "PAPER", "compare_nav2d_step", "time_nav2d_step"]
+__all__ = ["IMPLS", "PAPER", "compare_nav2d_step", "processes", "time_nav2d_step"]
+
+
+def processes(name: str) -> tuple[str, int]:
+    """("gauss-newton", 2) for "gauss-newton@2", (name, 1) for a name without "@"."""
+    way, at, count = name.partition("@")
+    if not at:
+        return name, 1
+    if way not in CURVATURES or not count.isdigit() or int(count) < 2:
+        raise ValueError(f"{name!r}: a curvature ({', '.join(CURVATURES)}) on W >= 2 processes is <curvature>@W")
+    return way, int(count)
+
+
+def _group_worker(rank: int, way: str, settings: dict[str, Any], threads: int, rounds: int, path: str) -> None:
+    """One rank of the W-process trainer: `rounds` steps, each from a barrier; rank 0 writes the times."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(threads)
+    trainer = Nav2DTrainer(Nav2DConfig(**{**settings, "curvature": way}), distributed=True)
+    steps, calls, seconds = [], [], []
+    for _ in range(rounds):
+        dist.barrier()
+        count, spent = len(trainer.parallel.calls), trainer.parallel.seconds
+        start = time.perf_counter()
+        trainer.step()
+        steps.append(time.perf_counter() - start)
+        calls.append(len(trainer.parallel.calls) - count)
+        seconds.append(trainer.parallel.seconds - spent)
+    if rank == 0:
+        Path(path).write_text(json.dumps({"steps": steps, "calls": calls, "seconds": seconds}))
+
+
+def _time_group(name: str, settings: dict[str, Any], threads: int, iterations: int, warmup: int) -> dict[str, list]:
+    """`name` ("gauss-newton@2") on its W local processes: its timed steps and its all-reduces per step."""
+    from ..train.distributed import launch_local
+
+    way, world = processes(name)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "times.json")
+        previous = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        try:
+            rounds = warmup + iterations
+            launch_local(
+                _group_worker, world, way, settings, threads, rounds, path, timeout=3600, collective_timeout=600
+            )
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = previous
+        times = json.loads(Path(path).read_text())
+    return {k: v[warmup:] for k, v in times.items()}
 
 
 def _trainer(name: str, settings: dict[str, Any]) -> Nav2DTrainer | AnchorTrainer:
@@ -52,24 +112,32 @@ def compare_nav2d_step(
     **config: Any,
 ) -> dict[str, Any]:
     """Median seconds of one meta-iteration for each of `curvatures` (`IMPLS`: our trainer's curvatures
-    and the anchors' names), steps taken in turn (the order flips every round). `config` overrides the
-    paper's settings (`PAPER` and `Nav2DConfig`'s defaults)."""
-    unknown = sorted(set(curvatures) - set(IMPLS))
+    and the anchors' names), steps taken in turn (the order flips every round); those with `@W` on W
+    processes, each launched after that loop. `config` overrides the paper's settings (`PAPER` and
+    `Nav2DConfig`'s defaults)."""
+    unknown = sorted(c for c in curvatures if c not in IMPLS and "@" not in c)
     if unknown:
         raise ValueError(f"unknown curvature {', '.join(unknown)}; choose from {', '.join(IMPLS)}")
+    grouped = [c for c in curvatures if processes(c)[1] > 1]
+    alone = [c for c in curvatures if c not in grouped]
     settings = {**PAPER, **config}
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    collectives: dict[str, dict[str, list]] = {}
     try:
-        trainers = {c: _trainer(c, settings) for c in curvatures}
+        trainers = {c: _trainer(c, settings) for c in alone}
         steps: dict[str, list[float]] = {c: [] for c in curvatures}
         load_start = os.getloadavg()[0]
         for round_ in range(warmup + iterations):
-            for c in curvatures if round_ % 2 == 0 else reversed(curvatures):
+            for c in alone if round_ % 2 == 0 else reversed(alone):
                 start = time.perf_counter()
                 trainers[c].step()
                 if round_ >= warmup:
                     steps[c].append(time.perf_counter() - start)
+        for c in grouped:
+            timed = _time_group(c, settings, threads, iterations, warmup)
+            steps[c] = timed["steps"]
+            collectives[c] = {"per_step": timed["calls"], "seconds": [round(x, 5) for x in timed["seconds"]]}
         load_end = os.getloadavg()[0]
     finally:
         torch.set_num_threads(before)
@@ -87,6 +155,12 @@ def compare_nav2d_step(
     }
     if "exact" in medians and "gauss-newton" in medians:
         result["speedup"] = medians["exact"] / medians["gauss-newton"]
+    if grouped:
+        result["collectives"] = collectives
+        # one process's median over W's, where both ran
+        result["parallel_speedup"] = {
+            c: medians[processes(c)[0]] / medians[c] for c in grouped if processes(c)[0] in medians
+        }
     return result
 
 
@@ -103,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--curvatures", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--curvatures", nargs="+", default=list(IMPLS), help=f"{', '.join(IMPLS)}; curvature@W")
     args = parser.parse_args(argv)
     result = compare_nav2d_step(args.curvatures, args.threads, args.iterations, args.warmup)
     print(json.dumps(result, indent=2))

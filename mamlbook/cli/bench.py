@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
         "learn2learn, higher, torchopt (second order only); on the sinusoid also torch-plain, "
         "tensorflow, tensorflow:eager, jax, jax:eager (the `frameworks` extra); default mamlbook,learn2learn,higher. "
         "On nav2d: mamlbook (both curvatures), mamlbook:exact, mamlbook:gauss-newton, pytorch-maml-rl, "
-        "learn2learn (the peers' meta-updates, bench.nav2d_anchors); default all",
+        "learn2learn (the peers' meta-updates, bench.nav2d_anchors); default all; mamlbook@2, "
+        "mamlbook:gauss-newton@2: task-parallel on 2 local processes (rl.parallel), --threads each",
     )
     bench.add_argument("--order", type=int, choices=(1, 2), default=2)
     bench.add_argument(
@@ -107,6 +108,8 @@ def _nav2d(args: argparse.Namespace) -> int:
         print(f"nav2d {label:>21}: {row['ms_median'] / 1000:.3f} s per meta-iteration (median of {args.repeat})")
     if "speedup" in result:
         print(f"speed-up by hand {result['speedup']:.2f}x")
+    for name, speedup in result.get("parallel_speedup", {}).items():
+        print(f"speed-up of {name} over one process {speedup:.2f}x")
     print(f"load average {result['load_average'][0]} -> {result['load_average'][1]}")
     if args.json:
         command = "mamlbook " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -115,21 +118,24 @@ def _nav2d(args: argparse.Namespace) -> int:
 
 
 def nav2d_impls(impls: list[str]) -> list[str]:
-    """`--impls` on nav2d as `compare_nav2d_step`'s names: "mamlbook" is both curvatures."""
+    """`--impls` on nav2d as `compare_nav2d_step`'s names: "mamlbook" is both curvatures; "@W" (W >= 2)
+    after a mamlbook name runs it on W processes ("mamlbook:gauss-newton@2" is "gauss-newton@2")."""
     from ..bench.nav2d_anchors import ANCHORS
     from ..rl.trainer import CURVATURES
 
     names: list[str] = []
     for impl in impls:
-        name, _, way = impl.partition(":")
-        if impl == "mamlbook":
-            names += ["exact", "gauss-newton"]
-        elif name == "mamlbook" and way in CURVATURES:
-            names.append(way)
+        base, at, count = impl.partition("@")
+        processes = not at or (count.isdigit() and int(count) >= 2)
+        name, _, way = base.partition(":")
+        if base == "mamlbook" and processes:
+            names += [f"exact{at}{count}", f"gauss-newton{at}{count}"]
+        elif name == "mamlbook" and way in CURVATURES and processes:
+            names.append(f"{way}{at}{count}")
         elif impl in ANCHORS:
             names.append(impl)
         else:
-            known = ", ".join(["mamlbook", *(f"mamlbook:{c}" for c in CURVATURES), *ANCHORS])
+            known = ", ".join(["mamlbook", *(f"mamlbook:{c}" for c in CURVATURES), *ANCHORS, "mamlbook[:way]@W"])
             raise ValueError(f"unknown impl {impl!r} on nav2d; known: {known}")
     return list(dict.fromkeys(names))
 

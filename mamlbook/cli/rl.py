@@ -1,9 +1,14 @@
-"""`mamlbook train nav2d` and `mamlbook eval nav2d`: MAML for policies on 2D navigation (`mamlbook.rl`)."""
+"""`mamlbook train nav2d` and `mamlbook eval nav2d`: MAML for policies on 2D navigation (`mamlbook.rl`).
+
+Training runs under torchrun as `mamlbook train` does (`--nproc N`, or `torchrun --standalone
+--nproc_per_node N -m mamlbook train nav2d ...`): the processes train one run together, task-parallel
+(`rl.parallel`); rank 0 alone prints and writes."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 # train options that have no meaning for nav2d: refused rather than ignored
@@ -19,16 +24,42 @@ TRAIN_ONLY_SUPERVISED = (
     "strategy",
     "eval_every",
     "clip_grad_norm",
-    "nproc",
 )
 
 
 def train_nav2d(args: argparse.Namespace) -> int:
-    from ..rl.trainer import Nav2DConfig, Nav2DTrainer
+    """Train (under torchrun: as one process of a distributed run); errors of the run end as one line."""
+    from ..train.distributed import DistributedError, init_from_env, shutdown
 
     given = [name for name in TRAIN_ONLY_SUPERVISED if getattr(args, name, None) not in (None, False)]
     if given:
         raise ValueError(f"nav2d does not take {', '.join('--' + g.replace('_', '-') for g in given)}")
+    if getattr(args, "nproc", None) is not None:
+        from .train import relaunch
+
+        return relaunch(args)
+    try:
+        init_from_env()  # joins torchrun's process group; nothing to do for a single process
+        return _train_nav2d(args)
+    except DistributedError as exc:
+        print(f"mamlbook train: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()
+
+
+def _train_nav2d(args: argparse.Namespace) -> int:
+    from ..rl.parallel import Nav2DParallel
+    from ..rl.trainer import Nav2DConfig, Nav2DTrainer
+
+    parallel = Nav2DParallel.resolve(None)
+    rank0 = parallel is None or parallel.rank == 0
+    say = print if rank0 else (lambda *_, **__: None)
+    distributed = False if parallel is None else parallel
+
+    def on_rank0(fn):
+        return fn() if parallel is None else parallel.on_rank0(fn)
+
     settings = {
         "estimator": args.estimator,
         "outer": args.outer,
@@ -43,26 +74,37 @@ def train_nav2d(args: argparse.Namespace) -> int:
         if settings:
             raise ValueError(f"--resume continues the saved run; these options would change it: {', '.join(settings)}")
         extra = {} if args.iterations is None else {"iterations": args.iterations}
-        trainer = Nav2DTrainer.resume(out, **extra)
-        print(f"resuming {out} at iteration {trainer.iteration} of {trainer.config.iterations}")
+        trainer = Nav2DTrainer.resume(out, distributed=distributed, **extra)
+        say(f"resuming {out} at iteration {trainer.iteration} of {trainer.config.iterations}")
     else:
-        if (out / "checkpoint.pt").exists():
-            raise ValueError(f"{out / 'checkpoint.pt'} exists; pass --resume to continue it or choose another --out")
+
+        def fresh() -> None:
+            checkpoint = out / "checkpoint.pt"
+            if checkpoint.exists():
+                raise ValueError(f"{checkpoint} exists; pass --resume to continue it or choose another --out")
+
+        on_rank0(fresh)  # rank 0's folder decides, for every rank
         if args.iterations is not None:
             settings["iterations"] = args.iterations
-        trainer = Nav2DTrainer(Nav2DConfig(**settings), out)
+        trainer = Nav2DTrainer(Nav2DConfig(**settings), out, distributed=distributed)
+    if parallel is not None:
+        say(f"world size {parallel.world}")
     trainer.fit(progress=not args.no_progress)
     c = trainer.config
     baseline = args.baseline_iterations or 0
     if baseline > 0:  # the pretrained baseline: the same outer step on a mixture of goals, no inner loop
         folder = out / "pretrained"
-        if (folder / "checkpoint.pt").exists():
-            pretrained = Nav2DTrainer.resume(folder, iterations=baseline)
+        if on_rank0(lambda: (folder / "checkpoint.pt").exists()):
+            pretrained = Nav2DTrainer.resume(folder, distributed=distributed, iterations=baseline)
         else:
             pretrained = Nav2DTrainer(
-                Nav2DConfig.from_dict({**c.to_dict(), "inner_steps": 0, "iterations": baseline}), folder
+                Nav2DConfig.from_dict({**c.to_dict(), "inner_steps": 0, "iterations": baseline}),
+                folder,
+                distributed=distributed,
             )
         pretrained.fit(progress=not args.no_progress)
+    if not rank0:
+        return 0
     last = trainer.history[-1] if trainer.history else {}
     print(
         f"done: iteration {trainer.iteration}, return before adapting {last.get('pre_return', float('nan')):.1f}, "

@@ -1,7 +1,8 @@
 """MAML for policies: 2D navigation (Gymnasium API), a Gaussian MLP policy, policy-gradient
 estimators of the meta-gradient (biased surrogate, DiCE, LVC), TRPO/PPO outer steps (TRPO's local model
 by autograd or, for the two-hidden-layer policy, by hand: `curvature`, `analytic`), meta-training
-and meta-testing. A layer above `train`: it reuses its checkpoints; nothing below imports it."""
+(task-parallel over processes: `parallel`) and meta-testing. A layer above `train`: it reuses its
+checkpoints and its process group; nothing below imports it."""
 
 from .bandit import meta_gradient, meta_gradient_bias, meta_gradient_samples
 from .curvature import local_model
@@ -9,6 +10,7 @@ from .envs import BatchedNav2D, Nav2D, sample_goals, straight_line_returns
 from .estimators import ESTIMATORS, MetaBatch, adapt, build_meta_batch, kl_hessian_product, magic_box, meta_objective
 from .evaluate import adaptation_returns, evaluate_methods, evaluate_run, format_table, test_goals
 from .outer import OUTER, PPO, TRPO, LocalModel, conjugate_gradient, fisher_vector_product
+from .parallel import Nav2DParallel, TaskShare
 from .policies import GaussianMLPPolicy, log_prob, sample
 from .returns import advantages, discounted_returns, fit_linear_baseline, gae, standardize
 from .rollout import Trajectories, rollout
@@ -26,7 +28,9 @@ __all__ = [
     "MetaBatch",
     "Nav2D",
     "Nav2DConfig",
+    "Nav2DParallel",
     "Nav2DTrainer",
+    "TaskShare",
     "Trajectories",
     "adapt",
     "adaptation_returns",

@@ -164,11 +164,14 @@ def local_model(
     inner_lr: float,
     inner_steps: int = 1,
     damping: float = 0.0,
+    total: int | None = None,
 ) -> LocalModel:
     """At `params`, the weights `batch` was built with: TRPO's outer loss (`meta_objective`, unclipped),
-    its flat gradient, and `v -> (H + damping I) v`, H the Hessian of `meta_objective`'s KL."""
+    its flat gradient, and `v -> (H + damping I) v`, H the Hessian of `meta_objective`'s KL. `total`:
+    the batch is a share of a meta-batch of `total` tasks (`meta_objective`'s): all three are this
+    share's parts of sums over tasks."""
     _check(policy, estimator, inner_steps)
-    layout, total = Layout(params), batch.post.goals.shape[0]
+    layout, total = Layout(params), batch.post.goals.shape[0] if total is None else total
     with torch.no_grad():
         theta = _theta(layout, params)
         parts = [
@@ -193,10 +196,12 @@ def objective(
     estimator: str,
     inner_lr: float,
     inner_steps: int = 1,
+    total: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """`meta_objective`'s (unclipped) loss and mean KL at `params`, without gradients: TRPO's line search."""
+    """`meta_objective`'s (unclipped) loss and mean KL at `params`, without gradients: TRPO's line search
+    (`total` as `local_model`'s)."""
     _check(policy, estimator, inner_steps)
-    layout, total = Layout(params), batch.post.goals.shape[0]
+    layout, total = Layout(params), batch.post.goals.shape[0] if total is None else total
     loss, kl = 0.0, 0.0
     with torch.no_grad():
         theta = _theta(layout, params)

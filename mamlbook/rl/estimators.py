@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +48,9 @@ from ..functional import Params
 from .policies import batched, distribution, gaussian_kl, gaussian_log_prob, is_batched, log_prob
 from .returns import advantages, discounted_returns
 from .rollout import Trajectories
+
+if TYPE_CHECKING:
+    from .parallel import TaskShare
 
 ESTIMATORS = ("surrogate", "dice", "lvc")
 
@@ -155,8 +159,14 @@ def build_meta_batch(
     post: Trajectories | None,
     gamma: float = 0.99,
     lam: float = 1.0,
+    share: TaskShare | None = None,
 ) -> MetaBatch:
-    """Advantages, old log-probabilities and score weights for the outer step (no gradients)."""
+    """Advantages, old log-probabilities and score weights for the outer step (no gradients).
+
+    With `share` (`rl.parallel.TaskShare`), the trajectories are a process's share of a meta-batch split
+    over processes: all is per task but the outer advantages' scale (the batch's sum of squares and
+    count of steps) and DiCE's baseline (each task's return regressed on the others' goals and returns),
+    which the processes combine in one all-reduce (`share.gather`)."""
     with torch.no_grad():
         pre_adv = advantages(pre.obs, pre.rewards, pre.mask, gamma, lam)
         if post is None:  # no inner step: the outer objective is on the pre-adaptation trajectories
@@ -165,16 +175,22 @@ def build_meta_batch(
         m = post.mask
         count = m.sum((1, 2), keepdim=True).clamp_min(1)
         centered = (raw - (raw * m).sum((1, 2), keepdim=True) / count) * m
-        scale = (centered.pow(2).sum() / m.sum().clamp_min(2)).sqrt() + 1e-8
+        # J(theta') per task, in the units of the post term (per step, divided by the batch's scale)
+        post_return = discounted_returns(post.rewards, m, gamma)[..., 0].mean(1)
+        goals, returns, squares, steps = post.goals, post_return, centered.pow(2).sum(), m.sum()
+        if share is not None:  # every task's goal and return, and the sums over the meta-batch
+            per_task, sums = share.gather(torch.cat([goals, returns[:, None]], 1), torch.stack([squares, steps]))
+            goals, returns, (squares, steps) = per_task[:, :2], per_task[:, 2], sums
+        scale = (squares / steps.clamp_min(2)).sqrt() + 1e-8
         post_adv = centered / scale
         mean, log_std = distribution(policy, {k: v.detach() for k, v in adapted.items()}, post.obs)
         old_logp = gaussian_log_prob(mean, log_std, post.actions)
         pre_logp = log_prob(policy, {k: v.detach() for k, v in params.items()}, pre.obs, pre.actions)
         pre_logp_old = (pre_logp * pre.mask).sum(-1)
-        # J(theta') per task, in the units of the post term (per step, divided by the batch's scale)
-        post_return = discounted_returns(post.rewards, m, gamma)[..., 0].mean(1)
         length = m.sum(-1).mean(1).clamp_min(1)
-        baseline = leave_one_out_baseline(post.goals, post_return)
+        baseline = leave_one_out_baseline(goals, returns)
+        if share is not None:
+            baseline = baseline[share.start : share.stop]
         score_weight = (post_return - baseline) / (length * scale)
     return MetaBatch(pre, pre_adv, post, post_adv, mean, log_std, old_logp, pre_logp_old, score_weight)
 
@@ -188,8 +204,12 @@ def meta_objective(
     inner_steps: int = 1,
     clip: float | None = None,
     create_graph: bool = True,
+    total: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The outer loss (to minimize) and the mean KL of the adapted policies, as functions of `params`.
+
+    `total`: the batch is a share of a meta-batch of `total` tasks (split over processes): the sums
+    over its tasks divided by `total`, this share's part of the meta-batch's means.
 
     Loss: minus the mean over tasks of the post-adaptation surrogate mean_t ratio_t A'_t (PPO's
     clipped form with `clip`), plus, for "dice", the pre-adaptation score term (C - C_old) * w per
@@ -221,6 +241,8 @@ def meta_objective(
             score = (torch.minimum(rho * w, rho.clamp(1 - clip, 1 + clip) * w) - w).sum(-1)
         loss = loss - score
     kl = _per_task_mean(gaussian_kl(batch.old_mean, batch.old_log_std, mean, log_std), post.mask)
+    if total is not None:
+        return loss.sum() / total, kl.sum() / total
     return loss.mean(), kl.mean()
 
 
@@ -232,9 +254,11 @@ def kl_hessian_product(
     inner_lr: float,
     inner_steps: int = 1,
     damping: float = 0.0,
+    total: int | None = None,
 ):
     """`v -> (H + damping I) v`, H the Hessian w.r.t. `params` (flat) of `meta_objective`'s KL, at the
-    weights the batch was built with, without differentiating three times.
+    weights the batch was built with, without differentiating three times. `total`: as `meta_objective`'s
+    (this share's part of H; the damping is then best added once, after the processes' sum).
 
     There the KL is minimal in the adapted weights (its gradient in theta' is 0), so
     H = mean_t J_t^T F_t J_t with F_t the Hessian of task t's KL in its adapted weights (the Fisher
@@ -262,7 +286,8 @@ def kl_hessian_product(
             k: v.detach().unsqueeze(0).expand(tasks, *v.shape).clone().requires_grad_(True) for k, v in params.items()
         }
     mean, log_std = distribution(policy, adapted, post.obs)
-    kl = _per_task_mean(gaussian_kl(batch.old_mean, batch.old_log_std, mean, log_std), post.mask).mean()
+    kl = _per_task_mean(gaussian_kl(batch.old_mean, batch.old_log_std, mean, log_std), post.mask)
+    kl = kl.mean() if total is None else kl.sum() / total
     kl_grads = torch.autograd.grad(kl, list(adapted.values()), create_graph=True)
 
     def split(v: Tensor) -> list[Tensor]:

@@ -102,11 +102,17 @@ class TRPO:
         objective: Objective,
         curvature: Callable[[float], Callable[[Tensor], Tensor]] | None = None,
         local: Callable[[float], LocalModel] | None = None,
+        reduce: Callable[[Tensor], Tensor] | None = None,
     ) -> dict[str, float]:
         """One TRPO step. `local(damping)`, where given, returns the loss, gradient and KL-Hessian-vector
         product at the current weights (`LocalModel`), and `objective` serves the line search alone;
         else the gradient is autograd's, and the product `curvature(damping)` (e.g.
-        `estimators.kl_hessian_product`) or, without it, the double backward of the objective's KL."""
+        `estimators.kl_hessian_product`) or, without it, the double backward of the objective's KL.
+
+        `reduce(v)`, in a meta-batch split over processes (`rl.parallel`): the sum of `v` over them. The
+        objective's loss and autograd's gradient are then this process's share, summed in one `reduce`
+        of [loss, gradient] (and the double backward's products, one each); `local`, `curvature` and
+        the objective's values without a graph (the line search) are the whole meta-batch's already."""
         leaves = list(params.values())
         if local is not None:
             model = local(self.damping)
@@ -116,10 +122,19 @@ class TRPO:
         else:
             loss, kl = objective(params, create_graph=True)
             g = flat(torch.autograd.grad(loss, leaves, retain_graph=curvature is None))
-            fvp = fisher_vector_product(kl, leaves, self.damping) if curvature is None else curvature(self.damping)
+            loss_before = loss.item()
+            if reduce is not None:  # this process's share of the loss and gradient: the sums, in one
+                summed = reduce(torch.cat([loss.detach().reshape(1).to(g.dtype), g]))
+                loss_before, g = summed[0].item(), summed[1:]
+            if curvature is not None:
+                fvp = curvature(self.damping)
+            elif reduce is None:
+                fvp = fisher_vector_product(kl, leaves, self.damping)
+            else:
+                share = fisher_vector_product(kl, leaves)
+                fvp = lambda v: reduce(share(v)) + self.damping * v  # noqa: E731
             direction = conjugate_gradient(fvp, -g, self.cg_iters)
             curvature = direction @ fvp(direction)
-            loss_before = loss.item()
             del fvp, kl, loss
         old = flat([p.detach() for p in leaves]).clone()
         info = {"loss_before": loss_before, "grad_norm": g.norm().item(), "accepted": 0.0}
@@ -159,13 +174,25 @@ class PPO:
             self.optimizer = torch.optim.Adam(list(params.values()), lr=self.lr)
         return self.optimizer
 
-    def step(self, params: Mapping[str, Tensor], objective: Objective, curvature=None, local=None) -> dict[str, float]:
+    def step(
+        self, params: Mapping[str, Tensor], objective: Objective, curvature=None, local=None, reduce=None
+    ) -> dict[str, float]:
+        """`epochs` Adam steps; `reduce` as `TRPO.step`'s: each epoch's loss and gradient are this
+        process's share, summed in one `reduce` before Adam's step (the last evaluation is the whole's)."""
         optimizer = self._optimizer(params)
         first = None
+        leaves = list(params.values())
         for _ in range(self.epochs):
             optimizer.zero_grad(set_to_none=True)
             loss, kl = objective(params, create_graph=True, clip=self.clip)
             loss.backward()
+            if reduce is not None:
+                grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in leaves]
+                summed = reduce(torch.cat([loss.detach().reshape(1).to(grads[0].dtype), flat(grads)]))
+                loss = summed[0]
+                with torch.no_grad():
+                    for p, piece in zip(leaves, summed[1:].split([p.numel() for p in leaves]), strict=True):
+                        p.grad = piece.view_as(p).clone()
             optimizer.step()
             first = loss.item() if first is None else first
         with torch.enable_grad():

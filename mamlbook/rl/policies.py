@@ -79,10 +79,22 @@ def log_prob(policy: nn.Module, params: Mapping[str, Tensor], obs: Tensor, actio
 
 
 def sample(
-    policy: nn.Module, params: Mapping[str, Tensor], obs: Tensor, generator: torch.Generator | None = None
+    policy: nn.Module,
+    params: Mapping[str, Tensor],
+    obs: Tensor,
+    generator: torch.Generator | None = None,
+    among: tuple[int, int] | None = None,
 ) -> Tensor:
-    """Actions drawn from pi(. | obs), from `generator` alone: `[..., act_dim]` (not clipped)."""
+    """Actions drawn from pi(. | obs), from `generator` alone: `[..., act_dim]` (not clipped).
+
+    `among = (start, total)`: `obs: [T, ...]` are tasks `start` to `start + T` of `total`; the noise of
+    all `total` is drawn and theirs kept, so that they get the actions a draw for all would give them."""
     with torch.no_grad():
         mean, log_std = distribution(policy, params, obs)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        if among is None:
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        else:
+            start, total = among
+            noise = torch.randn((total, *mean.shape[1:]), generator=generator, dtype=mean.dtype)
+            noise = noise[start : start + mean.shape[0]]
         return mean + torch.exp(log_std) * noise

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .envs import HORIZON, BatchedNav2D
 from .policies import sample
+
+if TYPE_CHECKING:
+    from .parallel import TaskShare
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,20 @@ def rollout(
     trajectories: int,
     generator: torch.Generator | None = None,
     horizon: int = HORIZON,
+    share: TaskShare | None = None,
 ) -> Trajectories:
-    """Run `trajectories` episodes per goal (`goals: [T, 2]`) with `params` (shared, or batched `[T, ...]`)."""
+    """Run `trajectories` episodes per goal (`goals: [T, 2]`) with `params` (shared, or batched `[T, ...]`).
+
+    `share` (a process's part of a meta-batch split over processes, `rl.parallel.TaskShare`): `goals`
+    are the whole meta-batch's, and only the share's episodes are run (batched `params` are the share's).
+    Each step draws the noise of every task and keeps the share's, and the generator is left where one
+    process running all tasks leaves it: the loop stops when all of the meta-batch's episodes have ended,
+    which the processes agree on (`share.max`, one all-reduce); a share that ended sooner draws the noise
+    of the steps it skipped. Its steps after its own episodes ended hold zeros (masked out, as all such
+    steps are)."""
+    total = goals.shape[0]
+    if share is not None:
+        goals = goals[share.start : share.stop]
     env = BatchedNav2D(goals, trajectories, horizon)
     obs, _ = env.reset()
     t, n = goals.shape[0], trajectories
@@ -51,8 +67,11 @@ def rollout(
     rewards = torch.zeros(t, n, horizon, dtype=goals.dtype)
     mask = torch.zeros(t, n, horizon, dtype=goals.dtype)
     params = {k: v.detach() for k, v in params.items()}
+    among = None if share is None else (share.start, total)
+    taken = 0
     for step in range(horizon):
-        action = sample(policy, params, obs, generator)
+        action = sample(policy, params, obs, generator, among)
+        taken = step + 1
         all_obs[:, :, step] = obs
         all_actions[:, :, step] = action
         obs, reward, _, _, info = env.step(action)
@@ -60,4 +79,7 @@ def rollout(
         mask[:, :, step] = info["active"].to(goals.dtype)
         if bool(env.done.all()):
             break
+    if share is not None:  # the noise of the steps other shares still took
+        for _ in range(share.max(taken) - taken):
+            torch.randn((total, n, all_actions.shape[-1]), generator=generator, dtype=action.dtype)
     return Trajectories(all_obs, all_actions, rewards, mask, goals)

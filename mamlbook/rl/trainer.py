@@ -5,6 +5,11 @@ A run folder holds `checkpoint.pt` (weights, outer-optimizer state, random-gener
 history, written atomically), `metrics.jsonl` (one row per iteration: pre- and post-adaptation
 returns, KL, loss) and `config.json`. The same seed gives the same run, and a resumed run continues
 it exactly: all randomness (goals, actions) comes from one `torch.Generator` saved with the weights.
+
+Under torchrun (or in an initialized process group of 2+ processes) a run is task-parallel
+(`rl.parallel`): each process samples and differentiates its share of the meta-batch's tasks, the
+processes add up what TRPO needs, and the run equals the single-process one up to floating-point
+summation order; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from .curvature import local_model
 from .curvature import objective as objective_by_hand
 from .envs import HORIZON, sample_goals
 from .estimators import ESTIMATORS, adapt, build_meta_batch, kl_hessian_product, meta_objective
-from .outer import OUTER, PPO, TRPO
+from .outer import OUTER, PPO, TRPO, LocalModel
+from .parallel import Nav2DParallel
 from .policies import GaussianMLPPolicy
 from .returns import advantages
 from .rollout import rollout
@@ -114,9 +120,17 @@ class Nav2DConfig:
 
 
 class Nav2DTrainer:
-    """Meta-trains `config`'s policy; `step()` is one meta-iteration, `fit()` runs to `config.iterations`."""
+    """Meta-trains `config`'s policy; `step()` is one meta-iteration, `fit()` runs to `config.iterations`.
 
-    def __init__(self, config: Nav2DConfig, out: str | os.PathLike | None = None) -> None:
+    `distributed`: None trains task-parallel when there is a process group of 2+ processes (or torchrun
+    describes one), True requires one, False never; or a `Nav2DParallel` to use (`rl.parallel`)."""
+
+    def __init__(
+        self,
+        config: Nav2DConfig,
+        out: str | os.PathLike | None = None,
+        distributed: bool | Nav2DParallel | None = None,
+    ) -> None:
         self.config = config
         self.out = Path(out) if out is not None else None
         self.policy = config.make_policy()
@@ -125,6 +139,10 @@ class Nav2DTrainer:
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
+        self.parallel = Nav2DParallel.resolve(distributed)
+        self.world_size = 1 if self.parallel is None else self.parallel.world
+        if self.parallel is not None:
+            self.parallel.start(self)
 
     # ----- training -----
     def step(self) -> dict[str, Any]:
@@ -132,38 +150,59 @@ class Nav2DTrainer:
         c = self.config
         started = time.perf_counter()
         goals = sample_goals(c.meta_batch, self.generator, self.params["log_std"].dtype)
-        pre = rollout(self.policy, self.params, goals, c.trajectories, self.generator, c.horizon)
+        # in a distributed run, this process's tasks; the sums over all are the processes' (rl.parallel)
+        share = None if self.parallel is None else self.parallel.share(c.meta_batch, goals)
+        total = None if share is None else share.total
+        pre = rollout(self.policy, self.params, goals, c.trajectories, self.generator, c.horizon, share)
         post, adapted = None, None
         if c.inner_steps:
             pre_adv = advantages(pre.obs, pre.rewards, pre.mask, c.gamma, c.gae_lambda)
             adapted = adapt(self.policy, self.params, pre, pre_adv, c.inner_lr, c.estimator, create_graph=False)
-            post = rollout(self.policy, adapted, goals, c.trajectories, self.generator, c.horizon)
-        batch = build_meta_batch(self.policy, self.params, adapted, pre, post, c.gamma, c.gae_lambda)
+            post = rollout(self.policy, adapted, goals, c.trajectories, self.generator, c.horizon, share)
+        batch = build_meta_batch(self.policy, self.params, adapted, pre, post, c.gamma, c.gae_lambda, share)
 
         by_hand = c.curvature == "gauss-newton" and supports(self.policy)
+        args = (c.estimator, c.inner_lr, c.inner_steps)
 
         def objective(params, create_graph=True, clip=None):
             if by_hand and not create_graph and clip is None:  # TRPO's line search
-                return objective_by_hand(self.policy, params, batch, c.estimator, c.inner_lr, c.inner_steps)
-            return meta_objective(
-                self.policy, params, batch, c.estimator, c.inner_lr, c.inner_steps, clip, create_graph
-            )
+                loss, kl = objective_by_hand(self.policy, params, batch, *args, total=total)
+            else:
+                loss, kl = meta_objective(self.policy, params, batch, *args, clip, create_graph, total=total)
+            if share is not None and not create_graph:  # values alone: the meta-batch's, summed here
+                loss, kl = share.sum(torch.stack([loss.detach(), kl.detach()])).unbind()
+            return loss, kl
 
         def kl_curvature(damping):
-            return kl_hessian_product(self.policy, self.params, batch, c.estimator, c.inner_lr, c.inner_steps, damping)
+            if share is None:
+                return kl_hessian_product(self.policy, self.params, batch, *args, damping)
+            part = kl_hessian_product(self.policy, self.params, batch, *args, total=total)
+            return lambda v: share.sum(part(v)) + damping * v
 
         def local(damping):
-            return local_model(self.policy, self.params, batch, c.estimator, c.inner_lr, c.inner_steps, damping)
+            if share is None:
+                return local_model(self.policy, self.params, batch, *args, damping)
+            part = local_model(self.policy, self.params, batch, *args, total=total)
+            summed = share.sum(torch.cat([part.gradient.new_tensor([part.loss]), part.gradient]))
+            return LocalModel(summed[0].item(), summed[1:], lambda v: share.sum(part.product(v)) + damping * v)
 
-        info = self.outer.step(self.params, objective, kl_curvature, local if by_hand else None)
+        reduce = {} if share is None else {"reduce": share.sum}  # the objective's share, summed in the step
+        info = self.outer.step(self.params, objective, kl_curvature, local if by_hand else None, **reduce)
         for name, value in self.params.items():
             if not torch.isfinite(value).all():
                 raise FloatingPointError(f"parameter {name!r} is not finite after iteration {self.iteration + 1}")
         self.iteration += 1
+        if share is None:
+            pre_return = pre.returns().mean().item()
+            post_return = None if post is None else post.returns().mean().item()
+        else:  # each process's sums of returns, added up: the means over the meta-batch's episodes
+            ran = torch.stack([pre.returns().sum(), pre.returns().sum() if post is None else post.returns().sum()])
+            pre_return, post_return = (share.sum(ran) / (c.meta_batch * c.trajectories)).tolist()
+            post_return = None if post is None else post_return
         row = {
             "iteration": self.iteration,
-            "pre_return": pre.returns().mean().item(),
-            "post_return": None if post is None else post.returns().mean().item(),
+            "pre_return": pre_return,
+            "post_return": post_return,
             "std": self.params["log_std"].exp().mean().item(),
             **{k: float(v) for k, v in info.items()},
             "seconds": round(time.perf_counter() - started, 3),
@@ -175,7 +214,11 @@ class Nav2DTrainer:
         c = self.config
         target = c.iterations if iterations is None else iterations
         what = "pretrain" if not c.inner_steps else f"maml-{c.outer} {c.estimator}"
-        bar = tqdm(total=target, initial=self.iteration, desc=desc or f"{what} nav2d", disable=not progress)
+        where = "" if self.parallel is None else f" on {self.world_size} processes"
+        writer = self.parallel is None or self.parallel.rank == 0
+        bar = tqdm(
+            total=target, initial=self.iteration, desc=desc or f"{what} nav2d{where}", disable=not (progress and writer)
+        )
         try:
             while self.iteration < target:
                 row = self.step()
@@ -185,17 +228,21 @@ class Nav2DTrainer:
                 post = row["post_return"]
                 bar.set_postfix(pre=f"{row['pre_return']:.1f}", post="-" if post is None else f"{post:.1f}")
                 if self.out is not None and self.iteration % c.checkpoint_every == 0:
-                    self.save()
+                    self._on_rank0(self.save)
         except KeyboardInterrupt:
-            if self.out is not None:
+            if self.out is not None and writer:
                 self.save()
                 bar.write(f"interrupted: saved iteration {self.iteration} to {self.out}; continue with --resume")
             raise
         finally:
             bar.close()
         if self.out is not None:
-            self.save()
+            self._on_rank0(self.save)
         return self.history
+
+    def _on_rank0(self, fn):
+        """`fn()` here, or on rank 0 alone with its outcome (result or error) on every rank."""
+        return fn() if self.parallel is None else self.parallel.on_rank0(fn)
 
     # ----- persistence -----
     def state(self) -> dict[str, Any]:
@@ -211,31 +258,43 @@ class Nav2DTrainer:
         }
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Into `path`, or the run folder (in a distributed run, by rank 0 alone)."""
         if path is not None:
             return save_checkpoint(path, self.state())
         if self.out is None:
             raise ValueError("the trainer has no output folder; pass a path to save()")
+        if self.parallel is not None and self.parallel.rank != 0:
+            return self.out / "checkpoint.pt"
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return save_checkpoint(self.out / "checkpoint.pt", self.state())
 
     @classmethod
-    def resume(cls, source: str | os.PathLike, out: str | os.PathLike | None = None, **overrides: Any):
+    def resume(
+        cls,
+        source: str | os.PathLike,
+        out: str | os.PathLike | None = None,
+        distributed: bool | Nav2DParallel | None = None,
+        **overrides: Any,
+    ):
         """Continue the run saved at `source` (folder or file) exactly; `overrides` may change `iterations`
-        (and `checkpoint_every`), nothing that would alter the run's past."""
+        (and `checkpoint_every`), nothing that would alter the run's past. In a distributed run rank 0
+        reads the checkpoint and sends it to every rank; the number of processes may change."""
         changed = sorted(set(overrides) - {"iterations", "checkpoint_every"})
         if changed:
             raise ValueError(f"a resumed run keeps its settings; these would change it: {', '.join(changed)}")
-        payload = load_checkpoint(source, expect_model=MODEL)
+        parallel = Nav2DParallel.resolve(distributed)
+        read = lambda: load_checkpoint(source, expect_model=MODEL)  # noqa: E731
+        payload = read() if parallel is None else parallel.on_rank0(read)
         # runs saved before the choice existed took "exact"'s path
         way = payload.get("curvature", "exact")
         config = Nav2DConfig.from_dict({**payload["config"], "curvature": way, **overrides})
         if out is None:
             source = Path(source)
             out = source if source.is_dir() else source.parent
-        trainer = cls(config, out)
+        trainer = cls(config, out, distributed=False if parallel is None else parallel)
         trainer.load_state(payload)
-        trainer._rewrite_metrics()
+        trainer._on_rank0(trainer._rewrite_metrics)
         return trainer
 
     def load_state(self, payload: dict[str, Any]) -> None:
@@ -249,7 +308,7 @@ class Nav2DTrainer:
         self.history = list(payload["history"])
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
-        if self.out is None:
+        if self.out is None or (self.parallel is not None and self.parallel.rank != 0):
             return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
