@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -48,9 +47,7 @@ from ..functional import Params
 from .policies import batched, distribution, gaussian_kl, gaussian_log_prob, is_batched, log_prob
 from .returns import advantages, discounted_returns
 from .rollout import Trajectories
-
-if TYPE_CHECKING:
-    from .parallel import TaskShare
+from .share import TaskShare
 
 ESTIMATORS = ("surrogate", "dice", "lvc")
 

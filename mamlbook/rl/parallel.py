@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,42 +54,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..train.distributed import TaskParallel, shares
+from .share import TaskShare
 
 if TYPE_CHECKING:
     from .trainer import Nav2DTrainer
-
-
-@dataclass(frozen=True)
-class TaskShare:
-    """Tasks `[start, stop)` of a meta-batch of `total`, held by this process; `group` combines the
-    processes' values (`Nav2DParallel`: `sum(tensor)`, `max(int)`)."""
-
-    start: int
-    stop: int
-    total: int
-    group: Any
-
-    @property
-    def tasks(self) -> int:
-        return self.stop - self.start
-
-    def sum(self, x: Tensor) -> Tensor:
-        """`x` summed over the processes (the same result on every one)."""
-        return self.group.sum(x)
-
-    def max(self, n: int) -> int:
-        """The largest of the processes' `n`."""
-        return self.group.max(n)
-
-    def gather(self, per_task: Tensor, totals: Tensor) -> tuple[Tensor, Tensor]:
-        """Every task's row of `per_task: [tasks, K]` as `[total, K]`, and `totals: [J]` summed over
-        the processes, in one all-reduce (each row is one process's, added to zeros: exact)."""
-        k = per_task.shape[1]
-        flat = per_task.new_zeros(self.total * k + totals.numel())
-        flat[self.start * k : self.stop * k] = per_task.reshape(-1)
-        flat[self.total * k :] = totals.to(flat.dtype)
-        flat = self.sum(flat)
-        return flat[: self.total * k].view(self.total, k), flat[self.total * k :]
 
 
 def describe(trainer: Nav2DTrainer) -> dict[str, Any]:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .envs import HORIZON, BatchedNav2D
 from .policies import sample
-
-if TYPE_CHECKING:
-    from .parallel import TaskShare
+from .share import TaskShare
 
 
 @dataclass(frozen=True)
