@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -56,11 +56,8 @@ from torch import Tensor
 from ..train.distributed import TaskParallel, shares
 from .share import TaskShare
 
-if TYPE_CHECKING:
-    from .trainer import Nav2DTrainer
 
-
-def describe(trainer: Nav2DTrainer) -> dict[str, Any]:
+def describe(trainer: Any) -> dict[str, Any]:
     """What must be equal on every rank: the settings (and how TRPO's step is taken) and the weights' shapes."""
     return {
         "config": trainer.config.to_dict(),
@@ -86,13 +83,13 @@ class Nav2DParallel(TaskParallel):
         self.calls: list[tuple[str, int]] = []
         self.seconds = 0.0
 
-    def start(self, trainer: Nav2DTrainer) -> None:  # type: ignore[override]
+    def start(self, trainer: Any) -> None:  # type: ignore[override]
         """Check that every rank builds the same run, then give every rank rank 0's weights."""
         self.agree("the run's settings", describe(trainer), "; every process must be started with the same settings")
         shares(trainer.config.meta_batch, self.world)  # a meta-batch smaller than the world is refused here
         self.broadcast(trainer)
 
-    def broadcast(self, trainer: Nav2DTrainer) -> None:  # type: ignore[override]
+    def broadcast(self, trainer: Any) -> None:  # type: ignore[override]
         with torch.no_grad():
             for t in trainer.params.values():
                 dist.broadcast(t.detach(), src=0)
