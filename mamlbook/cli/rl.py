@@ -35,7 +35,7 @@ def train_nav2d(args: argparse.Namespace) -> int:
     if given:
         raise ValueError(f"nav2d does not take {', '.join('--' + g.replace('_', '-') for g in given)}")
     if getattr(args, "nproc", None) is not None:
-        from .train import relaunch
+        from .launch import relaunch
 
         return relaunch(args)
     try:

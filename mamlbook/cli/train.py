@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             raise ValueError(f"--{name} is an option of nav2d, not of {args.task}")
     if args.nproc is not None:
+        from .launch import relaunch
+
         return relaunch(args)
     try:
         init_from_env()  # joins torchrun's process group; nothing to do for a single process
@@ -111,27 +113,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         shutdown()
-
-
-def relaunch(args: argparse.Namespace) -> int:
-    """`--nproc N`: this command again, under torch.distributed.run with N local processes."""
-    import subprocess
-
-    if args.nproc < 1:
-        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
-    argv = [args.task]
-    for action in args.train_parser._actions:
-        value = getattr(args, action.dest, None)
-        if not action.option_strings or action.dest in ("help", "nproc") or value is None or value is False:
-            continue
-        option = action.option_strings[-1]
-        if value is True:
-            argv.append(option)
-        else:
-            for item in value if isinstance(value, list) else [value]:
-                argv += [option, str(item)]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
-    return subprocess.call([*command, "-m", "mamlbook", "train", *argv])
 
 
 def train(args: argparse.Namespace) -> int:
