@@ -131,12 +131,14 @@ def advice(k_shot: int, leaders: Sequence[CellLeader], planned: int | None = Non
 
 
 def against_reference(leaders: Sequence[CellLeader], reference: str = "MAML") -> str:
-    """Where `reference` stands against each cell's leader: "MAML leads on split 1; on split 2 it is
-    3.1 points behind (95% paired interval 1.2 to 5.0 points)", or no difference with its width."""
+    """Where `reference` stands against the leader of each cell it does not lead: "On split 2 MAML is
+    3.1 points behind ProtoNets (95% paired interval 1.2 to 5.0 points)", or no difference with its
+    width. Cells it leads are `advice`'s to describe; where it leads every cell the answer is ""."""
+    if not leaders:
+        raise ValueError("no cells")
     parts, pending = [], []
     for x in leaders:
         if x.best == reference:
-            parts.append(f"{reference} leads on {x.where}")
             continue
         c = x.against.get(reference)
         if c is None:
@@ -154,7 +156,7 @@ def against_reference(leaders: Sequence[CellLeader], reference: str = "MAML") ->
     if pending:
         parts.append(f"{reference} is still to be scored on {and_list(pending)}")
     if not parts:
-        raise ValueError("no cells")
+        return ""
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
 
