@@ -104,7 +104,8 @@ def test_the_rl_study_takes_the_step_size_of_the_papers_text() -> None:
 # data and its hardware. Timing noise has one home, book/appendix/measurements.md.
 PRODUCTION = re.compile(
     r"\bsessions?\b|build machine|\blent\b|workplace|the issue\b|issue's|shared machine|machines? shared with|"
-    r"other (?:training )?jobs?\b|\bjobs on \d+ cores|shared with \d|rank nothing|how busy|builds? this book",
+    r"other (?:training )?jobs?\b|\bjobs on \d+ cores|shared with \d|rank nothing|how busy|builds? this book|"
+    r"machines? that builds?|(?:available|offline) here",
     re.IGNORECASE,
 )
 
@@ -127,6 +128,7 @@ def test_no_page_speaks_of_how_the_book_was_made():
 def test_the_production_word_check_catches_what_it_is_for():
     for sentence in ("the issue's target was 1.5x", "measured on a machine shared with other jobs",
                      "the machines that build this book", "a build machine", "how busy the shared machine was",
-                     "2 CPU cores shared with 3 other jobs", "2 to 4 jobs on 2 cores"):
+                     "2 CPU cores shared with 3 other jobs", "2 to 4 jobs on 2 cores",
+                     "the machines that build the book have no internet", "the one available offline here"):
         assert PRODUCTION.search(sentence), sentence
     assert not PRODUCTION.search("the meta-gradient of a batch of tasks, timed on one core")

@@ -6,7 +6,7 @@ into 8 classes. It is published on Mendeley Data (doi:10.17632/snkd93bnjr.1, CC 
 paper) as one zip, `PBC_dataset_normal_DIB.zip`, holding `PBC_dataset_normal_DIB/<class>/<file>.jpg`.
 
 `mamlbook` never downloads it: the record publishes no checksum for the zip to verify a download
-against, and the machines that build the book have no internet. Two copies are recognized under
+against, so a copy must be put in place by hand. Two copies are recognized under
 `<data root>/pbc/`, both checked against a checksum list that sits beside them:
 
 - the book's subset: `<class>/<file>.jpg`, 250 images per class, listed in `SHA256SUMS`;

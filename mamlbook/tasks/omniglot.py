@@ -1,8 +1,8 @@
 """N-way K-shot classification tasks on Omniglot characters, sampled by tensor indexing.
 
 Splits are by alphabet, so meta-test characters come from alphabets never seen in meta-training.
-The minimal setting (the two small background zips, 8 distinct alphabets; the one available
-offline here) uses:
+The minimal setting (the two small background zips, 8 distinct alphabets, the copy the book
+uses) uses:
 
 - train: Balinese, Early_Aramaic, Greek, Korean, Latin, Tagalog (153 characters, x4 rotations)
 - val:   Sanskrit (42 characters)
