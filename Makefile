@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml constraints/book.txt scripts/install-learn2learn.sh
 	@# TensorFlow and JAX (the "Tools and frameworks" chapter): optional, their tests skip without them.
 	$(PIP_INSTALL) -e '.[frameworks]' 2>&1 | { $(QUIET_PIP); } \
 		|| echo "make venv: TensorFlow/JAX did not install; their tests and the chapter's rows are skipped" >&2
+	@# MuJoCo (the running cheetah, mamlbook.rl.cheetah): optional, its tests skip without it.
+	$(PIP_INSTALL) -e '.[mujoco]' 2>&1 | { $(QUIET_PIP); } \
+		|| echo "make venv: MuJoCo did not install; the cheetah's tests are skipped" >&2
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

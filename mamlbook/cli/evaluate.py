@@ -8,15 +8,26 @@ from pathlib import Path
 
 def add_parser(subparsers) -> None:
     ev = subparsers.add_parser("eval", help="meta-test a trained run against its pretrained baseline")
-    ev.add_argument("run", type=Path, help="run folder (or checkpoint file), or `lake-runs` for Lake's one-shot runs")
-    ev.add_argument("checkpoint", type=Path, nargs="?", help="with lake-runs: a 20-way Omniglot run or checkpoint")
+    ev.add_argument(
+        "run", type=Path, help="run folder (or checkpoint file); lake-runs (Lake's one-shot runs); nav2d; cheetah-vel"
+    )
+    ev.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="?",
+        help="with lake-runs: a 20-way Omniglot run or checkpoint; with nav2d or cheetah-vel: the run folder",
+    )
     ev.add_argument("--baseline", choices=("mhd",), help="with lake-runs: score the Modified Hausdorff baseline")
-    ev.add_argument("--tasks", type=int, help="meta-test tasks (default 600; nav2d: test goals, default 40)")
+    ev.add_argument("--tasks", type=int, help="meta-test tasks (default 600; RL: test goals, default 40)")
     ev.add_argument("--steps", type=int, default=10, help="adaptation steps to report (default 10)")
     ev.add_argument("--k-shot", type=int, help="support examples per task (default: as trained)")
     ev.add_argument("--baseline-lr", type=float, help="fine-tuning rate of the baseline (default: inner lr)")
-    ev.add_argument("--run", dest="rl_run", type=Path, help="with nav2d: the run folder of `mamlbook train nav2d`")
-    ev.add_argument("--trajectories", type=int, help="with nav2d: trajectories per goal and step (default 40)")
+    ev.add_argument(
+        "--run", dest="rl_run", type=Path, help="with nav2d or cheetah-vel: the run folder of `mamlbook train TASK`"
+    )
+    ev.add_argument(
+        "--trajectories", type=int, help="with nav2d or cheetah-vel: trajectories per goal and step (default 40)"
+    )
 
     ev.set_defaults(handler=run)
 
@@ -44,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     if str(args.run) == "lake-runs":
         return run_lake(args)
-    if str(args.run) == "nav2d":
-        from .rl import eval_nav2d
+    from .rl import RL_TASKS, eval_nav2d
 
+    if str(args.run) in RL_TASKS:
         return eval_nav2d(args)
     if args.checkpoint is not None or args.baseline is not None:
         raise ValueError("CHECKPOINT and --baseline go with `mamlbook eval lake-runs`")

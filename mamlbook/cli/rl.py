@@ -1,4 +1,5 @@
-"""`mamlbook train nav2d` and `mamlbook eval nav2d`: MAML for policies on 2D navigation (`mamlbook.rl`).
+"""`mamlbook train nav2d | cheetah-vel` and `mamlbook eval nav2d | cheetah-vel`: MAML for policies on 2D
+navigation or the running cheetah (`mamlbook.rl`; the cheetah needs the `mujoco` extra).
 
 Training runs under torchrun as `mamlbook train` does (`--nproc N`, or `torchrun --standalone
 --nproc_per_node N -m mamlbook train nav2d ...`): the processes train one run together, task-parallel
@@ -11,7 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-# train options that have no meaning for nav2d: refused rather than ignored
+RL_TASKS = ("nav2d", "cheetah-vel")  # `mamlbook train` and `mamlbook eval` names of `rl.registry.ENVS`
+
+# train options that have no meaning for the RL tasks: refused rather than ignored
 TRAIN_ONLY_SUPERVISED = (
     "preset",
     "model",
@@ -28,12 +31,15 @@ TRAIN_ONLY_SUPERVISED = (
 
 
 def train_nav2d(args: argparse.Namespace) -> int:
-    """Train (under torchrun: as one process of a distributed run); errors of the run end as one line."""
+    """Train `args.task` (nav2d or cheetah-vel; under torchrun: as one process of a distributed run);
+    errors of the run end as one line."""
+    from ..rl.registry import get_env
     from ..train.distributed import DistributedError, init_from_env, shutdown
 
     given = [name for name in TRAIN_ONLY_SUPERVISED if getattr(args, name, None) not in (None, False)]
     if given:
-        raise ValueError(f"nav2d does not take {', '.join('--' + g.replace('_', '-') for g in given)}")
+        raise ValueError(f"{args.task} does not take {', '.join('--' + g.replace('_', '-') for g in given)}")
+    get_env(args.task).check()  # MuJoCo for the cheetah: an error that names the extra, before any launch
     if getattr(args, "nproc", None) is not None:
         from .launch import relaunch
 
@@ -69,12 +75,15 @@ def _train_nav2d(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     settings = {k: v for k, v in settings.items() if v is not None}
+    env = {} if args.task == "nav2d" else {"env": args.task}
     out: Path = args.out
     if args.resume:
         if settings:
             raise ValueError(f"--resume continues the saved run; these options would change it: {', '.join(settings)}")
         extra = {} if args.iterations is None else {"iterations": args.iterations}
         trainer = Nav2DTrainer.resume(out, distributed=distributed, **extra)
+        if trainer.config.env != args.task:
+            raise ValueError(f"{out} holds a {trainer.config.env!r} run, not {args.task!r}")
         say(f"resuming {out} at iteration {trainer.iteration} of {trainer.config.iterations}")
     else:
 
@@ -86,7 +95,7 @@ def _train_nav2d(args: argparse.Namespace) -> int:
         on_rank0(fresh)  # rank 0's folder decides, for every rank
         if args.iterations is not None:
             settings["iterations"] = args.iterations
-        trainer = Nav2DTrainer(Nav2DConfig(**settings), out, distributed=distributed)
+        trainer = Nav2DTrainer(Nav2DConfig(**settings, **env), out, distributed=distributed)
     if parallel is not None:
         say(f"world size {parallel.world}")
     trainer.fit(progress=not args.no_progress)
@@ -115,15 +124,25 @@ def _train_nav2d(args: argparse.Namespace) -> int:
 
 
 def eval_nav2d(args: argparse.Namespace) -> int:
+    """`mamlbook eval nav2d --run DIR` (or `mamlbook eval cheetah-vel DIR`): the run against its baselines
+    on the fixed test goals."""
     from ..rl.evaluate import TEST_GOALS, TEST_TRAJECTORIES, evaluate_run, format_table, test_goals
+    from ..rl.registry import get_env
+    from ..rl.trainer import load_policy
 
-    if args.rl_run is None:
-        raise ValueError("mamlbook eval nav2d needs --run DIR, a folder written by `mamlbook train nav2d`")
-    goals = test_goals(args.tasks if args.tasks is not None else TEST_GOALS)
+    task = str(args.run)
+    run = args.rl_run if args.rl_run is not None else args.checkpoint
+    if run is None:
+        raise ValueError(f"mamlbook eval {task} needs a run folder written by `mamlbook train {task}` (or --run DIR)")
+    get_env(task).check()
+    config, _, _ = load_policy(run)
+    if config.env != task:
+        raise ValueError(f"{run} holds a {config.env!r} run, not {task!r}")
+    goals = test_goals(args.tasks if args.tasks is not None else TEST_GOALS, env=task)
     trajectories = args.trajectories or TEST_TRAJECTORIES
-    report = evaluate_run(args.rl_run, steps=args.steps, goals=goals, trajectories=trajectories)
+    report = evaluate_run(run, steps=args.steps, goals=goals, trajectories=trajectories)
     print(format_table(report))
-    folder = args.rl_run if args.rl_run.is_dir() else args.rl_run.parent
+    folder = run if run.is_dir() else run.parent
     for row in report["methods"].values():
         row.pop("per_goal", None)
     path = folder / "evaluation.json"

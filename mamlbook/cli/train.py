@@ -66,7 +66,7 @@ def add_parser(subparsers) -> None:
         "--baseline-iterations", type=int, help="pretrained baseline iterations (default: as MAML; 0: none)"
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    rl = train.add_argument_group("nav2d (MAML for policies, `mamlbook.rl`)")
+    rl = train.add_argument_group("nav2d, cheetah-vel (MAML for policies, `mamlbook.rl`; cheetah-vel needs MuJoCo)")
     rl.add_argument("--estimator", choices=("surrogate", "dice", "lvc"), help="meta-gradient estimator (default dice)")
     rl.add_argument("--outer", choices=("trpo", "ppo"), help="outer step (default trpo)")
     rl.add_argument("--trajectories", type=int, help="trajectories per task and step (default 20)")
@@ -93,14 +93,13 @@ def named_config(task: str, preset: str | None, overrides: dict) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     """Train (under torchrun: as one process of a distributed run); errors of the run end as one line."""
     from ..train.distributed import DistributedError, RunLockedError, init_from_env, shutdown
+    from .rl import RL_TASKS, train_nav2d
 
-    if args.task == "nav2d":
-        from .rl import train_nav2d
-
+    if args.task in RL_TASKS:
         return train_nav2d(args)
     for name in ("estimator", "outer", "trajectories"):
         if getattr(args, name) is not None:
-            raise ValueError(f"--{name} is an option of nav2d, not of {args.task}")
+            raise ValueError(f"--{name} is an option of {' and '.join(RL_TASKS)}, not of {args.task}")
     if args.nproc is not None:
         from .launch import relaunch
 

@@ -177,7 +177,7 @@ def build_meta_batch(
         goals, returns, squares, steps = post.goals, post_return, centered.pow(2).sum(), m.sum()
         if share is not None:  # every task's goal and return, and the sums over the meta-batch
             per_task, sums = share.gather(torch.cat([goals, returns[:, None]], 1), torch.stack([squares, steps]))
-            goals, returns, (squares, steps) = per_task[:, :2], per_task[:, 2], sums
+            goals, returns, (squares, steps) = per_task[:, :-1], per_task[:, -1], sums
         scale = (squares / steps.clamp_min(2)).sqrt() + 1e-8
         post_adv = centered / scale
         mean, log_std = distribution(policy, {k: v.detach() for k, v in adapted.items()}, post.obs)

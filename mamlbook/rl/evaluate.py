@@ -1,7 +1,9 @@
-"""Meta-testing on 2D navigation: returns after 0..K inner steps on fixed test goals, with 95% intervals,
-for MAML and the paper's baselines (random init and pretrained, adapted by the same steps; an oracle).
+"""Meta-testing on 2D navigation or the running cheetah (`env`, a name in `registry.ENVS`): returns
+after 0..K inner steps on fixed test goals, with 95% intervals, for MAML and the paper's baselines
+(random init and pretrained, adapted by the same steps; for 2D navigation, an oracle).
 
-The test goals are drawn once from `TEST_SEED` (40, as Finn et al.); each step samples 40
+The test goals (positions, or the cheetah's goal velocities) are drawn once from `TEST_SEED` (40, as
+Finn et al.); each step samples 40
 trajectories per goal with the current policy, reports their mean undiscounted return, and takes
 one policy-gradient step of size `inner_lr` on them. Every method sees the same goals and the same
 random-number stream (common random numbers), so differences between methods are not sampling luck
@@ -19,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .envs import HORIZON, sample_goals, straight_line_returns
 from .estimators import adapt
 from .policies import batched
+from .registry import get_env
 from .returns import advantages
 from .rollout import rollout
 from .trainer import Nav2DConfig, load_policy
@@ -32,9 +34,10 @@ TEST_TRAJECTORIES = 40
 ORACLE = "oracle (straight-line controller)"
 
 
-def test_goals(n: int = TEST_GOALS, seed: int = TEST_SEED) -> Tensor:
-    """The fixed meta-test goals `[n, 2]`."""
-    return sample_goals(n, torch.Generator().manual_seed(seed))
+def test_goals(n: int = TEST_GOALS, seed: int = TEST_SEED, env: str = "nav2d") -> Tensor:
+    """The fixed meta-test goals of `env`: `[n, 2]` positions (2D navigation), `[n, 1]` velocities
+    ("cheetah-vel")."""
+    return get_env(env).sample_goals(n, torch.Generator().manual_seed(seed))
 
 
 def adaptation_returns(
@@ -47,13 +50,17 @@ def adaptation_returns(
     gamma: float = 0.99,
     lam: float = 1.0,
     generator: torch.Generator | None = None,
-    horizon: int = HORIZON,
+    horizon: int | None = None,
+    env: str = "nav2d",
 ) -> Tensor:
-    """Mean return per goal after 0..`steps` policy-gradient steps: `[steps + 1, G]` for `goals: [G, 2]`."""
+    """Mean return per goal after 0..`steps` policy-gradient steps: `[steps + 1, G]` for `goals: [G, ...]`
+    of `env` (`test_goals`), over episodes of `horizon` steps (default: the environment's)."""
+    spec = get_env(env)
+    horizon = spec.horizon if horizon is None else horizon
     current = batched({k: v.detach() for k, v in params.items()}, goals.shape[0])
     rows = []
     for step in range(steps + 1):
-        traj = rollout(policy, current, goals, trajectories, generator, horizon)
+        traj = rollout(policy, current, goals, trajectories, generator, horizon, make_env=spec.batched)
         rows.append(traj.returns().mean(1))
         if step < steps:
             adv = advantages(traj.obs, traj.rewards, traj.mask, gamma, lam)
@@ -76,17 +83,21 @@ def evaluate_methods(
     trajectories: int = TEST_TRAJECTORIES,
     inner_lr: float = 0.1,
     seed: int = TEST_SEED + 1,
+    env: str = "nav2d",
 ) -> dict[str, Any]:
-    """Returns after 0..`steps` steps for each method (`name -> (policy, params)`), plus the oracle."""
-    goals = test_goals() if goals is None else goals
+    """Returns after 0..`steps` steps for each method (`name -> (policy, params)`) on `env`, plus the
+    oracle where the environment has one (2D navigation)."""
+    goals = test_goals(env=env) if goals is None else goals
     table: dict[str, Any] = {}
     for name, (policy, params) in methods.items():
         generator = torch.Generator().manual_seed(seed)
-        returns = adaptation_returns(policy, params, goals, steps, trajectories, inner_lr, generator=generator)
+        returns = adaptation_returns(policy, params, goals, steps, trajectories, inner_lr, generator=generator, env=env)
         table[name] = {**summarize(returns), "per_goal": returns.tolist()}
-    oracle = straight_line_returns(goals)
-    stats = summarize(oracle[None].expand(steps + 1, -1))
-    table[ORACLE] = {**stats, "per_goal": [oracle.tolist()]}
+    oracle_returns = get_env(env).oracle
+    if oracle_returns is not None:
+        oracle = oracle_returns(goals)
+        stats = summarize(oracle[None].expand(steps + 1, -1))
+        table[ORACLE] = {**stats, "per_goal": [oracle.tolist()]}
     return {
         "steps": list(range(steps + 1)),
         "goals": goals.tolist(),
@@ -106,7 +117,7 @@ def evaluate_run(
     run: str | os.PathLike, steps: int = 3, pretrained: str | os.PathLike | None = None, **options: Any
 ) -> dict[str, Any]:
     """A MAML run folder against random init, the pretrained baseline (`pretrained`, or
-    `RUN/pretrained` where it exists) and the oracle."""
+    `RUN/pretrained` where it exists) and the oracle (2D navigation), on the run's environment."""
     config, policy, params = load_policy(run)
     run = Path(run)
     folder = run if run.is_dir() else run.parent
@@ -117,6 +128,7 @@ def evaluate_run(
         methods["pretrained"] = (pre_policy, pre_params)
     methods["random init"] = random_init(config)
     options.setdefault("inner_lr", config.inner_lr)
+    options.setdefault("env", config.env)
     return evaluate_methods(methods, steps, **options)
 
 

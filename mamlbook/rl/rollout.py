@@ -1,9 +1,11 @@
-"""Sampling a meta-batch of trajectories from `BatchedNav2D` with a policy given as parameters."""
+"""Sampling a meta-batch of trajectories from a batched environment (`BatchedNav2D` unless told) with a
+policy given as parameters."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,8 +19,9 @@ from .share import TaskShare
 class Trajectories:
     """`N` episodes of each of `T` tasks, padded to the horizon `H`.
 
-    obs `[T, N, H, 2]` (the state before each action), actions `[T, N, H, 2]` (as sampled, not
-    clipped), rewards `[T, N, H]`, mask `[T, N, H]` (1 where the step was taken), goals `[T, 2]`.
+    obs `[T, N, H, D]` (the state before each action), actions `[T, N, H, A]` (as sampled, not
+    clipped), rewards `[T, N, H]`, mask `[T, N, H]` (1 where the step was taken), goals `[T, G]`
+    (2D navigation: D = A = G = 2).
     """
 
     obs: Tensor
@@ -43,8 +46,13 @@ def rollout(
     generator: torch.Generator | None = None,
     horizon: int = HORIZON,
     share: TaskShare | None = None,
+    make_env: Callable[..., Any] | None = None,
 ) -> Trajectories:
-    """Run `trajectories` episodes per goal (`goals: [T, 2]`) with `params` (shared, or batched `[T, ...]`).
+    """Run `trajectories` episodes per goal (`goals: [T, G]`) with `params` (shared, or batched `[T, ...]`).
+
+    `make_env(goals, trajectories, horizon, generator, among)`: the batched environment
+    (`registry.RLEnv.batched`; default `BatchedNav2D`), whose `reset()` may draw the episodes' starts
+    from `generator` before the first action (for the tasks `among`, as `policies.sample` draws).
 
     `share` (a process's part of a meta-batch split over processes, `rl.parallel.TaskShare`): `goals`
     are the whole meta-batch's, and only the share's episodes are run (batched `params` are the share's).
@@ -56,15 +64,18 @@ def rollout(
     total = goals.shape[0]
     if share is not None:
         goals = goals[share.start : share.stop]
-    env = BatchedNav2D(goals, trajectories, horizon)
+    among = None if share is None else (share.start, total)
+    if make_env is None:
+        env = BatchedNav2D(goals, trajectories, horizon)
+    else:
+        env = make_env(goals, trajectories, horizon, generator, among)
     obs, _ = env.reset()
     t, n = goals.shape[0], trajectories
-    all_obs = torch.zeros(t, n, horizon, 2, dtype=goals.dtype)
-    all_actions = torch.zeros(t, n, horizon, 2, dtype=goals.dtype)
+    all_obs = torch.zeros(t, n, horizon, obs.shape[-1], dtype=goals.dtype)
+    all_actions = torch.zeros(t, n, horizon, policy.log_std.shape[-1], dtype=goals.dtype)
     rewards = torch.zeros(t, n, horizon, dtype=goals.dtype)
     mask = torch.zeros(t, n, horizon, dtype=goals.dtype)
     params = {k: v.detach() for k, v in params.items()}
-    among = None if share is None else (share.start, total)
     taken = 0
     for step in range(horizon):
         action = sample(policy, params, obs, generator, among)

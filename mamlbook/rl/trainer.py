@@ -1,5 +1,6 @@
-"""Meta-training a Gaussian policy on 2D navigation: MAML (one inner step) or, with `inner_steps=0`,
-the pretrained baseline (one policy trained on a mixture of goals by the same outer step).
+"""Meta-training a Gaussian policy on 2D navigation or the running cheetah (`Nav2DConfig.env`, one of
+`registry.ENVS`): MAML (one inner step) or, with `inner_steps=0`, the pretrained baseline (one policy
+trained on a mixture of goals by the same outer step).
 
 A run folder holds `checkpoint.pt` (weights, outer-optimizer state, random-generator state and the
 history, written atomically), `metrics.jsonl` (one row per iteration: pre- and post-adaptation
@@ -30,29 +31,35 @@ from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .analytic import supports
 from .curvature import local_model
 from .curvature import objective as objective_by_hand
-from .envs import HORIZON, sample_goals
 from .estimators import ESTIMATORS, adapt, build_meta_batch, kl_hessian_product, meta_objective
 from .outer import OUTER, PPO, TRPO, LocalModel
 from .parallel import Nav2DParallel
 from .policies import GaussianMLPPolicy
+from .registry import ENVS, RLEnv, get_env
 from .returns import advantages
 from .rollout import rollout
 
-MODEL = "nav2d-gaussian-mlp"
+MODEL = ENVS["nav2d"].model
+MODELS = tuple(env.model for env in ENVS.values())
 
 CURVATURES = ("gauss-newton", "exact")
 """TRPO's local model of the objective, the same up to rounding: "exact", autograd's (the gradient
 by double backward through the adaptation, `estimators.kl_hessian_product` for the KL's curvature);
 "gauss-newton", the KL's Hessian in Gauss-Newton form (exact where TRPO takes it) and the gradient,
-derived by hand for the two-hidden-layer policy (`curvature.local_model`, and `curvature.objective` for
-the line search), several times faster; a policy of another shape takes "exact"'s path."""
+derived by hand for the two-hidden-layer policy of any input and output sizes (`curvature.local_model`,
+and `curvature.objective` for the line search), several times faster on 2D navigation and about as fast
+on the cheetah (its inner-loss moments grow with inputs times outputs, 18 x 6 there against 3 x 2); a
+policy of another shape takes "exact"'s path."""
 
 
 @dataclass(frozen=True)
 class Nav2DConfig:
-    """A MAML-RL run on 2D navigation. Defaults: the paper's settings as its text gives them.
+    """A MAML-RL run on 2D navigation or, with `env="cheetah-vel"`, the running cheetah. Defaults: the
+    paper's 2D-navigation settings as its text gives them; `horizon` is the environment's (100, 200).
 
     The authors' released scripts (cbfinn/maml_rl) differ in places: their inner step is 0.5, not 0.1.
+    For the cheetah the paper's meta-batch is larger (`reports.published`, "finn2017.cheetah.meta_batch").
+    Runs saved before `env` existed are 2D navigation.
     """
 
     estimator: str = "dice"
@@ -60,7 +67,7 @@ class Nav2DConfig:
     inner_steps: int = 1  # 0: the pretrained baseline, no inner loop
     meta_batch: int = 20
     trajectories: int = 20
-    horizon: int = HORIZON
+    horizon: int | None = None  # None: the environment's
     inner_lr: float = 0.1
     gamma: float = 0.99
     gae_lambda: float = 1.0
@@ -77,8 +84,12 @@ class Nav2DConfig:
     iterations: int = 100
     seed: int = 0
     checkpoint_every: int = 5
+    env: str = "nav2d"  # a name in registry.ENVS
 
     def __post_init__(self) -> None:
+        spec = get_env(self.env)
+        if self.horizon is None:
+            object.__setattr__(self, "horizon", spec.horizon)
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         if self.outer not in OUTER:
@@ -94,9 +105,12 @@ class Nav2DConfig:
     def to_dict(self) -> dict[str, Any]:
         """The settings as config.json and the study's records hold them: what a run computes.
         `curvature` is left out, as it says how TRPO's step is computed, not which step; the checkpoint
-        keeps it, so that a resumed run goes on the way it started."""
-        values = {**dataclasses.asdict(self), "hidden": list(self.hidden), "model": MODEL}
+        keeps it, so that a resumed run goes on the way it started. `env` is left out for 2D navigation,
+        whose config.json stays as it was before the field existed (a config without it is 2D navigation)."""
+        values = {**dataclasses.asdict(self), "hidden": list(self.hidden), "model": self.spec.model}
         del values["curvature"]
+        if self.env == "nav2d":
+            del values["env"]
         return values
 
     @classmethod
@@ -107,11 +121,16 @@ class Nav2DConfig:
             values["hidden"] = tuple(values["hidden"])
         return cls(**values)
 
+    @property
+    def spec(self) -> RLEnv:
+        """The environment: its goals, batched rollout, sizes and horizon (`registry.RLEnv`)."""
+        return ENVS[self.env]
+
     def make_policy(self) -> GaussianMLPPolicy:
         """The policy at its initialization for this seed (the global random state is left as it was)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            return GaussianMLPPolicy(2, 2, self.hidden)
+            return GaussianMLPPolicy(self.spec.obs_dim, self.spec.act_dim, self.hidden)
 
     def make_outer(self) -> TRPO | PPO:
         if self.outer == "trpo":
@@ -131,6 +150,7 @@ class Nav2DTrainer:
         out: str | os.PathLike | None = None,
         distributed: bool | Nav2DParallel | None = None,
     ) -> None:
+        config.spec.check()  # what the environment needs (MuJoCo for the cheetah), before anything else
         self.config = config
         self.out = Path(out) if out is not None else None
         self.policy = config.make_policy()
@@ -149,16 +169,18 @@ class Nav2DTrainer:
         """Sample a meta-batch of goals, pre- and post-adaptation trajectories, take one outer step."""
         c = self.config
         started = time.perf_counter()
-        goals = sample_goals(c.meta_batch, self.generator, self.params["log_std"].dtype)
+        spec = c.spec
+        goals = spec.sample_goals(c.meta_batch, self.generator, self.params["log_std"].dtype)
         # in a distributed run, this process's tasks; the sums over all are the processes' (rl.parallel)
         share = None if self.parallel is None else self.parallel.share(c.meta_batch, goals)
         total = None if share is None else share.total
-        pre = rollout(self.policy, self.params, goals, c.trajectories, self.generator, c.horizon, share)
+        env = spec.batched
+        pre = rollout(self.policy, self.params, goals, c.trajectories, self.generator, c.horizon, share, env)
         post, adapted = None, None
         if c.inner_steps:
             pre_adv = advantages(pre.obs, pre.rewards, pre.mask, c.gamma, c.gae_lambda)
             adapted = adapt(self.policy, self.params, pre, pre_adv, c.inner_lr, c.estimator, create_graph=False)
-            post = rollout(self.policy, adapted, goals, c.trajectories, self.generator, c.horizon, share)
+            post = rollout(self.policy, adapted, goals, c.trajectories, self.generator, c.horizon, share, env)
         batch = build_meta_batch(self.policy, self.params, adapted, pre, post, c.gamma, c.gae_lambda, share)
 
         by_hand = c.curvature == "gauss-newton" and supports(self.policy)
@@ -216,9 +238,8 @@ class Nav2DTrainer:
         what = "pretrain" if not c.inner_steps else f"maml-{c.outer} {c.estimator}"
         where = "" if self.parallel is None else f" on {self.world_size} processes"
         writer = self.parallel is None or self.parallel.rank == 0
-        bar = tqdm(
-            total=target, initial=self.iteration, desc=desc or f"{what} nav2d{where}", disable=not (progress and writer)
-        )
+        desc = desc or f"{what} {c.env}{where}"
+        bar = tqdm(total=target, initial=self.iteration, desc=desc, disable=not (progress and writer))
         try:
             while self.iteration < target:
                 row = self.step()
@@ -284,7 +305,7 @@ class Nav2DTrainer:
         if changed:
             raise ValueError(f"a resumed run keeps its settings; these would change it: {', '.join(changed)}")
         parallel = Nav2DParallel.resolve(distributed)
-        read = lambda: load_checkpoint(source, expect_model=MODEL)  # noqa: E731
+        read = lambda: _read(source)  # noqa: E731
         payload = read() if parallel is None else parallel.on_rank0(read)
         # runs saved before the choice existed took "exact"'s path
         way = payload.get("curvature", "exact")
@@ -321,9 +342,19 @@ class Nav2DTrainer:
             (self.out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
 
 
+def _read(source: str | os.PathLike) -> dict[str, Any]:
+    """A MAML-RL checkpoint (of any environment), or a CheckpointError that says what it holds."""
+    payload = load_checkpoint(source)
+    model = payload.get("config", {}).get("model")
+    if model not in MODELS:
+        expected = " or ".join(repr(m) for m in MODELS)
+        raise CheckpointError(f"checkpoint {source} was trained for model {model!r}, not {expected}")
+    return payload
+
+
 def load_policy(source: str | os.PathLike) -> tuple[Nav2DConfig, GaussianMLPPolicy, Params]:
     """The config, policy module and trained weights of a saved run (folder or checkpoint file)."""
-    payload = load_checkpoint(source, expect_model=MODEL)
+    payload = _read(source)
     config = Nav2DConfig.from_dict(payload["config"])
     policy = config.make_policy()
     try:
