@@ -191,6 +191,12 @@ def test_the_bench_times_every_implementation_in_one_loop(tmp_path):
         ("learn2learn", "maml-trpo"),
     }
     assert by["learn2learn", "maml-trpo"].ratio_vs_learn2learn == pytest.approx(1.0)
+    # each row says which meta-gradient it computed: the anchors the surrogate's, ours the config's
+    assert by["mamlbook", "exact"].estimator == Nav2DConfig().estimator
+    assert {by[a, "maml-trpo"].estimator for a in ("learn2learn", "pytorch-maml-rl")} == {"surrogate"}
+    like = compare_nav2d_step(["gauss-newton"], iterations=1, warmup=0, meta_batch=2, trajectories=2, horizon=5,
+                              estimator="surrogate")  # fmt: skip
+    assert [r["estimator"] for r in nav2d_rows(like)] == ["surrogate"]
     assert nav2d_impls(["mamlbook", "learn2learn"]) == ["exact", "gauss-newton", "learn2learn"]
     assert nav2d_impls(["mamlbook:exact", "pytorch-maml-rl"]) == ["exact", "pytorch-maml-rl"]
     with pytest.raises(ValueError, match="unknown impl 'higher' on nav2d"):

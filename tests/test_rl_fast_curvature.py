@@ -17,7 +17,7 @@ from mamlbook.rl.analytic import supports
 from mamlbook.rl.envs import sample_goals
 from mamlbook.rl.estimators import adapt, build_meta_batch, kl_hessian_product, meta_objective
 from mamlbook.rl.outer import conjugate_gradient, fisher_vector_product
-from mamlbook.rl.policies import GaussianMLPPolicy
+from mamlbook.rl.policies import GaussianMLPPolicy, sample
 from mamlbook.rl.returns import advantages
 from mamlbook.rl.rollout import Trajectories, rollout
 from mamlbook.rl.trainer import Nav2DConfig, Nav2DTrainer
@@ -118,6 +118,57 @@ def test_other_widths_and_unsupported_policies():
         curvature.local_model(GaussianMLPPolicy(hidden=(8,)).to(DTYPE), params, batch, "dice", 0.1)
 
 
+def random_meta_batch(estimator: str, inner_steps: int, obs_dim: int, act_dim: int, tasks=3, seed=0):
+    """A float64 meta-batch of random observations and rewards (no environment) for a policy of other
+    input and output sizes, goals `[T, 1]` as the cheetah's."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        policy = GaussianMLPPolicy(obs_dim, act_dim, (100, 100)).to(DTYPE)
+        params = params_of(policy)
+        with torch.no_grad():
+            for value in params.values():
+                value.add_(0.1 * torch.randn_like(value))
+    g = torch.Generator().manual_seed(seed)
+    goals = 2 * torch.rand(tasks, 1, generator=g, dtype=DTYPE)
+
+    def episodes(weights):
+        obs = torch.randn(tasks, 3, 10, obs_dim, generator=g, dtype=DTYPE)
+        actions = sample(policy, weights, obs, g)
+        rewards = torch.randn(tasks, 3, 10, generator=g, dtype=DTYPE)
+        return ended_early(Trajectories(obs, actions, rewards, torch.ones_like(rewards), goals), g)
+
+    pre, adapted, post = episodes(params), None, None
+    if inner_steps:
+        adv = advantages(pre.obs, pre.rewards, pre.mask)
+        adapted = adapt(policy, params, pre, adv, 0.1, estimator, create_graph=False)
+        post = episodes(adapted)
+    return policy, params, build_meta_batch(policy, params, adapted, pre, post)
+
+
+@pytest.mark.parametrize(("estimator", "inner_steps"), CASES)
+def test_the_cheetahs_sizes(estimator, inner_steps):
+    """17 observations and 6 actions (`rl.cheetah`): the derivatives by hand are autograd's there too."""
+    policy, params, batch = random_meta_batch(estimator, inner_steps, 17, 6)
+    leaves = list(params.values())
+    model = curvature.local_model(policy, params, batch, estimator, 0.1, inner_steps, damping=1e-3)
+    loss, kl = meta_objective(policy, params, batch, estimator, 0.1, inner_steps)
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, leaves, retain_graph=True)])
+    # the loss is a sum of terms that cancel at these weights: rounding relative to the terms' size
+    terms = (batch.score_weight[:, None] * batch.pre_logp_old).abs().sum().item() + 1.0
+    assert model.loss == pytest.approx(loss.item(), abs=1e-14 * terms)
+    assert relative(model.gradient, grad) < 1e-12
+    exact = kl_hessian_product(policy, params, batch, estimator, 0.1, inner_steps, damping=1e-3)
+    v = torch.randn(grad.numel(), generator=torch.Generator().manual_seed(0), dtype=DTYPE)
+    assert relative(model.product(v), exact(v)) < 1e-12
+    with torch.no_grad():
+        for value in params.values():
+            value.add_(0.05 * torch.randn(value.shape, generator=torch.Generator().manual_seed(7), dtype=DTYPE))
+    loss, kl = meta_objective(policy, params, batch, estimator, 0.1, inner_steps, create_graph=False)
+    fast_loss, fast_kl = curvature.objective(policy, params, batch, estimator, 0.1, inner_steps)
+    assert fast_loss.item() == pytest.approx(loss.item(), rel=1e-12, abs=1e-14 * terms)
+    assert fast_kl.item() == pytest.approx(kl.item(), rel=1e-10)
+
+
 def test_conjugate_gradient_returns_the_product_of_its_solution():
     a = torch.randn(6, 6, generator=torch.Generator().manual_seed(0), dtype=DTYPE)
     a = a @ a.T + torch.eye(6, dtype=DTYPE)
@@ -193,6 +244,8 @@ def test_the_bench_runs_nav2d_on_its_own_only(capsys):
 
     assert main(["bench", "--problems", "nav2d,sinusoid"]) == 2
     assert "nav2d is benchmarked on its own" in capsys.readouterr().err
+    assert main(["bench", "--problems", "sinusoid", "--estimator", "surrogate"]) == 2
+    assert "--estimator applies to --problems nav2d only" in capsys.readouterr().err
 
 
 def test_nav2d_timings_are_written_and_read_as_benchmark_rows(tmp_path):

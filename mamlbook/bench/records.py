@@ -49,6 +49,7 @@ class BenchRow:
     precision: str = "fp32"  # "bf16"/"fp16": the matrix products in reduced precision (mamlbook.precision)
     gflop: float | None = None  # the useful work of one meta-iteration (bench.flops); None where not counted
     gflops: float | None = None  # gflop over the median time
+    estimator: str | None = None  # nav2d: the meta-gradient the row computes (rl.estimators); None elsewhere
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,6 +50,12 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--meta-batch", type=comma_ints, default=None, help="override the problem's meta-batch sizes")
     bench.add_argument("--threads", type=int, default=None, help="torch intra-op threads for every configuration")
     bench.add_argument(
+        "--estimator",
+        choices=("surrogate", "dice", "lvc"),
+        help="nav2d: the meta-gradient our rows compute (default Nav2DConfig's, dice); the anchors compute "
+        "the surrogate's, so --estimator surrogate times the same quantity",
+    )
+    bench.add_argument(
         "--in-process", action="store_true", help="run every configuration in this process (no CPU peak memory)"
     )
     bench.add_argument("--json", type=Path, help="write the rows, the command and the machine here")
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     if "nav2d" in args.problems:
         return _nav2d(args)
+    if args.estimator is not None:
+        raise ValueError("--estimator applies to --problems nav2d only (the supervised problems have no estimator)")
 
     rows = run_bench(
         args.problems,
@@ -102,7 +110,8 @@ def _nav2d(args: argparse.Namespace) -> int:
     if args.problems != ["nav2d"]:
         raise ValueError("nav2d is benchmarked on its own: --problems nav2d, without the supervised problems")
     ways = nav2d_impls(args.impls or ["mamlbook", "pytorch-maml-rl", "learn2learn"])
-    result = compare_nav2d_step(ways, threads=args.threads or 1, iterations=args.repeat, warmup=args.warmup)
+    config = {} if args.estimator is None else {"estimator": args.estimator}
+    result = compare_nav2d_step(ways, threads=args.threads or 1, iterations=args.repeat, warmup=args.warmup, **config)
     for row in nav2d_rows(result):
         label = f"{row['impl']}:{row['strategy']}" if row["impl"] == "mamlbook" else row["impl"]
         print(f"nav2d {label:>21}: {row['ms_median'] / 1000:.3f} s per meta-iteration (median of {args.repeat})")
@@ -146,8 +155,10 @@ def nav2d_rows(result: dict) -> list[dict]:
     read like every other benchmark file (`BenchResults`); `ratio_vs_learn2learn` where its anchor ran."""
     from ..bench.nav2d_anchors import ANCHORS
     from ..bench.runner import add_ratios
+    from ..rl.trainer import Nav2DConfig
 
     settings = result["settings"]
+    ours = settings.get("estimator", Nav2DConfig().estimator)
     rows = [
         {
             "problem": "nav2d",
@@ -164,6 +175,7 @@ def nav2d_rows(result: dict) -> list[dict]:
             "extra_mib": None,
             "repeat": result["iterations"],
             "ratio_vs_learn2learn": None,
+            "estimator": "surrogate" if curvature in ANCHORS else ours,  # what the anchors' meta-updates compute
         }
         for curvature, times in result["steps"].items()
     ]
