@@ -284,3 +284,15 @@ def test_every_result_file_loads_through_its_record(path):
         assert path.stem == record.study or path.stem.startswith(record.study + "-"), "file named after its study"
     if read in (read_rows, read_metrics):
         assert record, f"{path} holds no rows"
+
+
+def test_the_readmes_stored_results_example_runs_on_the_stored_files(monkeypatch):
+    # The README's "Stored results" block is what a user copies first: every key in it must exist.
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if b.startswith("from mamlbook.studies import load_result")]
+    monkeypatch.chdir(root)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    assert {"rl", "medical", "paper"} <= set(namespace)

@@ -12,7 +12,9 @@ def add_parser(subparsers) -> None:
     study = subparsers.add_parser("study", help="run a book study (e.g. the hyperparameter sweep) and save it")
     study.add_argument(
         "name",
-        help="study name: sweep, better (sinusoid), better-omniglot (Omniglot 5-way 1-shot), medical, rl or precision",
+        help="study name: sweep, better (sinusoid), better-omniglot (Omniglot 5-way 1-shot), medical, rl, "
+        "rl-paper (2D navigation at the paper's scale, three seeds), cheetah (the running cheetah with a goal "
+        "velocity; needs MuJoCo) or precision",
     )
     study.add_argument("--out", type=Path, help="result file (default: book/results/NAME.json)")
     study.add_argument("--small", action="store_true", help="the tiny version the book's smoke mode runs")
@@ -21,7 +23,8 @@ def add_parser(subparsers) -> None:
     study.add_argument(
         "--trained-only",
         action="store_true",
-        help="train nothing: report the runs already finished and list the rest as missing (better-omniglot)",
+        help="train nothing: report the runs already finished and list the rest as missing "
+        "(better-omniglot, rl-paper, cheetah)",
     )
     study.add_argument("--device", help="train on this device, e.g. cuda (better-omniglot; default: the study's, cpu)")
     study.add_argument(
@@ -36,21 +39,25 @@ def add_parser(subparsers) -> None:
         "(better-omniglot; default file: book/results/better-omniglot-confirm.json)",
     )
     study.add_argument(
-        "--jobs", type=int, help="runs trained at once, in separate processes (better-omniglot, precision, medical)"
+        "--jobs",
+        type=int,
+        help="runs trained at once, in separate processes (better-omniglot, precision, medical, rl-paper, cheetah; "
+        "cheetah's default is 2)",
     )
     study.add_argument(
         "--time-limit",
         type=float,
         metavar="SECONDS",
         help="start no run after this many seconds; runs not started are listed as missing "
-        "(better-omniglot, precision, medical)",
+        "(better-omniglot, precision, medical, rl-paper, cheetah; rl-paper and cheetah also stop a running job at "
+        "its next snapshot and resume it on the next call)",
     )
     study.add_argument(
         "--reuse",
         type=Path,
         metavar="FILE",
         help="count the finished jobs of an earlier result file of the study as done, e.g. to continue it on "
-        "another machine (medical)",
+        "another machine (medical, rl-paper, cheetah)",
     )
     study.set_defaults(handler=run)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import better, better_omniglot, medical, precision, rl, sweep
+from . import better, better_omniglot, cheetah, medical, precision, rl, rl_paper, sweep
 from .base import TEST_SEED, load_result, machine, result_from_data, save_result
 from .records import RESULT_TYPES, StudyResult
 
@@ -22,6 +22,8 @@ STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "better-omniglot": better_omniglot.better_omniglot,
     "medical": medical.medical,
     "rl": rl.rl,
+    "rl-paper": rl_paper.rl_paper,
+    "cheetah": cheetah.cheetah,
     "precision": precision.precision,
 }
 

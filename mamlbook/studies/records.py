@@ -23,6 +23,8 @@ __all__ = [
     "BetterOmniglotResult",
     "BetterResult",
     "BetterRun",
+    "CheetahResult",
+    "CheetahRun",
     "MedicalCell",
     "PairedInterval",
     "MedicalResult",
@@ -33,6 +35,10 @@ __all__ = [
     "PooledOmniglot",
     "RLCurve",
     "RLEvaluation",
+    "RLPaperCell",
+    "RLPaperComparison",
+    "RLPaperResult",
+    "RLPaperRun",
     "RLResult",
     "RESULT_TYPES",
     "StudyResult",
@@ -492,6 +498,361 @@ class RLResult(StudyResult):
 
 
 # ---------------------------------------------------------------------------------------------
+# rl-paper: 2D navigation at the paper's scale, over three seeds
+
+
+@dataclass(frozen=True)
+class RLPaperTraining:
+    """`Nav2DConfig`'s settings shared by every trained run; each method sets its estimator, inner step
+    and inner steps, each job its seed."""
+
+    env: str
+    outer: str
+    meta_batch: int
+    trajectories: int
+    horizon: int
+    gamma: float
+    gae_lambda: float
+    hidden: list[int]
+    max_kl: float
+    cg_iters: int
+    cg_damping: float
+    backtrack: float
+    max_backtracks: int
+    curvature: str
+    ppo_lr: float
+    ppo_epochs: int
+    ppo_clip: float
+    iterations: int
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class RLPaperMethod:
+    """A trained method: its meta-gradient estimator, inner steps (0: the pretrained baseline) and the
+    inner step size it trains with."""
+
+    estimator: str
+    inner_steps: int
+    inner_lr: float
+    description: str
+
+
+@dataclass(frozen=True)
+class RLPaperGoals:
+    """A fixed set of goals (drawn from `goal_seed`) and how a policy is scored on them: `trajectories`
+    per goal and step, 0..`steps` inner steps, the random numbers from `sampling_seed`."""
+
+    goals: int
+    trajectories: int
+    steps: int
+    goal_seed: int
+    sampling_seed: int
+
+
+@dataclass(frozen=True)
+class RLPaperBootstrap:
+    confidence: float
+    resamples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class RLPaperSettings:
+    training: RLPaperTraining
+    methods: dict[str, RLPaperMethod]
+    seeds: list[int]
+    eval_inner_lrs: list[float]  # the steps the pretrained baseline and the random initialization adapt by
+    snapshot_every: int
+    curve_every: int
+    validation: RLPaperGoals
+    test: RLPaperGoals
+    bootstrap: RLPaperBootstrap
+
+
+@dataclass(frozen=True)
+class RLPaperCurve:
+    """Training curve in blocks of `curve_every` iterations, each labelled by its last iteration: the
+    meta-batch's mean return before and after adaptation (None without an inner loop), averaged over the block."""
+
+    iteration: list[int]
+    pre_return: list[float]
+    post_return: list[float | None]
+
+
+@dataclass(frozen=True)
+class RLPaperRun:
+    """One trained run (or the random initialization of a seed), adapted by `inner_lr`.
+
+    `snapshots` are the iterations whose parameters were kept, `validation` the mean return after one
+    inner step on the validation goals at each; `best_iteration` is the snapshot with the highest.
+    `last` and `best` hold the mean return per test goal after 0..steps inner steps, `[steps + 1][goals]`,
+    of the last and the best snapshot. The pretrained baseline has one run per step size, from one job.
+    """
+
+    method: str
+    algorithm: str  # "maml", "pretrained" or "random init"
+    estimator: str | None
+    inner_lr: float
+    seed: int
+    key: str
+    iterations: int
+    best_iteration: int
+    snapshots: list[int]
+    validation: list[float]
+    curve: RLPaperCurve | None
+    last: list[list[float]]
+    best: list[list[float]]
+    cpu_seconds: float
+    train_cpu_seconds: float
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class RLPaperMissing:
+    """A job not finished: the iteration its checkpoint reached (0: not started), and its error if it failed."""
+
+    method: str
+    seed: int
+    key: str
+    iteration: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RLPaperCell:
+    """A method over its seeds, at one kind of snapshot: the mean return after 0..steps inner steps and
+    its 95% interval (hierarchical bootstrap, seeds then test goals), each seed's mean, and the iteration
+    of each seed's snapshot."""
+
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+    by_seed: list[list[float]]
+    seeds: list[int]
+    snapshot_iterations: list[int]
+
+
+@dataclass(frozen=True)
+class RLPaperComparison:
+    """Method `a` minus method `b` after 0..steps inner steps, paired over the test goals."""
+
+    a: str
+    b: str
+    by_step: list[PairedInterval]
+
+
+@dataclass(frozen=True)
+class RLPaperCost:
+    jobs_finished: int
+    jobs: int
+    cpu_seconds: float
+    wall_seconds: float
+
+
+class _Named(dict):
+    """A dict whose missing key is a KeyError naming the key and the keys it holds."""
+
+    def __init__(self, what: str, items: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.what = what
+
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(f"no {self.what} {key!r}; the result holds {', '.join(map(repr, self)) or 'none'}")
+
+
+class _SnapshotTables:
+    """The accessors of a result whose `tables` and `comparisons` are by kind of snapshot ("last", "best")
+    and whose `runs` are by method and seed (rl-paper, cheetah)."""
+
+    def table(self, snapshot: str) -> dict[str, RLPaperCell]:
+        """The methods' cells at `snapshot` ("last" or "best"), e.g. `table("best")["pretrained (0.1)"].mean[1]`."""
+        if snapshot not in self.tables:
+            raise KeyError(f"no table for snapshot {snapshot!r}; the result holds {', '.join(map(repr, self.tables))}")
+        return _Named(f"method at snapshot {snapshot!r}", self.tables[snapshot])
+
+    def comparison(self, snapshot: str, a: str, b: str, step: int) -> PairedInterval:
+        """`a` minus `b` after `step` inner steps at `snapshot`, paired over the test goals."""
+        if snapshot not in self.comparisons:
+            raise KeyError(f"no comparisons for snapshot {snapshot!r}")
+        for pair in self.comparisons[snapshot]:
+            if (pair.a, pair.b) == (a, b):
+                if not 0 <= step < len(pair.by_step):
+                    raise KeyError(f"no step {step} in {a} minus {b}: steps 0..{len(pair.by_step) - 1}")
+                return pair.by_step[step]
+        known = "; ".join(f"{p.a} minus {p.b}" for p in self.comparisons[snapshot]) or "none"
+        raise KeyError(f"no comparison of {a} minus {b} at snapshot {snapshot!r}; the result holds: {known}")
+
+    def run(self, method: str, seed: int) -> Any:
+        """The run of `method` (a table row's name, e.g. "pretrained (0.5)") and `seed`."""
+        for run in self.runs:
+            if (run.method, run.seed) == (method, seed):
+                return run
+        raise KeyError(f"no {method} run for seed {seed}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RLPaperResult(_SnapshotTables, StudyResult):
+    """2D navigation at the paper's scale over three seeds (`mamlbook study rl-paper`). For example
+    `table("best")["MAML (surrogate, 0.1)"].mean[1]` is the mean return after one inner step of the best
+    snapshots, and `comparison("best", "MAML (surrogate, 0.1)", "pretrained (0.1)", step=1)` its paired
+    difference from the pretrained baseline adapted by the same step."""
+
+    FORMAT: ClassVar[int] = 1
+
+    settings: RLPaperSettings
+    reading: str
+    complete_with: str | None
+    cost: RLPaperCost
+    runs: list[RLPaperRun]
+    missing: list[RLPaperMissing]
+    tables: dict[str, dict[str, RLPaperCell]]  # snapshot kind ("last", "best") -> method -> cell
+    comparisons: dict[str, list[RLPaperComparison]]  # snapshot kind -> comparisons
+
+
+# ---------------------------------------------------------------------------------------------
+# cheetah: the running cheetah with a goal velocity (Finn et al. 2017, section 5.3)
+
+
+@dataclass(frozen=True)
+class CheetahTraining:
+    """`Nav2DConfig`'s settings shared by the trained runs; each method sets its estimator, inner step,
+    inner steps and iterations, each job its seed."""
+
+    env: str
+    outer: str
+    meta_batch: int
+    trajectories: int
+    horizon: int
+    gamma: float
+    gae_lambda: float
+    hidden: list[int]
+    max_kl: float
+    cg_iters: int
+    cg_damping: float
+    backtrack: float
+    max_backtracks: int
+    curvature: str
+    ppo_lr: float
+    ppo_epochs: int
+    ppo_clip: float
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class CheetahMethod:
+    """A trained method: estimator, inner steps (0: the pretrained baseline), inner step size, and the
+    meta-iterations its jobs train for."""
+
+    estimator: str
+    inner_steps: int
+    inner_lr: float
+    iterations: int
+    description: str
+
+
+@dataclass(frozen=True)
+class CheetahCurveSettings:
+    """The velocity curves: the goal velocities, the numbers of inner steps drawn, the trajectories each
+    curve averages and the seed of their random numbers."""
+
+    goals: list[float]
+    steps: list[int]
+    trajectories: int
+    sampling_seed: int
+
+
+@dataclass(frozen=True)
+class CheetahPaper:
+    """The paper's settings for the cheetah (`reports.published`, `finn2017.cheetah.*`)."""
+
+    meta_batch: int
+    trajectories: int
+    horizon: int
+    iterations: int
+
+
+@dataclass(frozen=True)
+class CheetahSettings:
+    training: CheetahTraining
+    methods: dict[str, CheetahMethod]
+    seeds: list[int]
+    eval_inner_lrs: list[float]
+    snapshot_every: int
+    curve_every: int
+    validation: RLPaperGoals
+    test: RLPaperGoals
+    bootstrap: RLPaperBootstrap
+    curves: CheetahCurveSettings
+    paper: CheetahPaper
+
+
+@dataclass(frozen=True)
+class CheetahBudget:
+    """The wall seconds the study is planned to take on two cores, the measured seconds per meta-iteration
+    (one thread) it was planned from, and what the plan comes to."""
+
+    seconds: float
+    seconds_per_iteration: dict[str, float]
+    seconds_per_rollout: float
+    planned_seconds: float
+
+
+@dataclass(frozen=True)
+class CheetahRun(RLPaperRun):
+    """A run as `RLPaperRun`, with the paper's meta-iterations beside the ones reached (`iterations`) and,
+    for the trained methods, the velocity curves of its last snapshot: `curves[goal][steps]`, the mean
+    forward velocity at each time step over the curves' trajectories, after `steps` inner steps (goal
+    and steps as written by `f"{goal:g}"` and `str(steps)`). None for the random initialization."""
+
+    paper_iterations: int | None
+    curves: dict[str, dict[str, list[float]]] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheetahResult(_SnapshotTables, StudyResult):
+    """The running cheetah (`mamlbook study cheetah`): MAML, the pretrained baseline and the random
+    initialization. For example `table("last")["MAML"].mean[1]` is the mean return after one inner step
+    of the last snapshot, `comparison("last", "MAML", "pretrained", step=1)` its paired difference from
+    the pretrained baseline, and `curve("MAML", 1.0, 3)` the mean forward velocity at each time step
+    toward goal velocity 1.0 after three inner steps."""
+
+    FORMAT: ClassVar[int] = 1
+
+    settings: CheetahSettings
+    budget: CheetahBudget
+    reading: str
+    complete_with: str | None
+    cost: RLPaperCost
+    runs: list[CheetahRun]
+    missing: list[RLPaperMissing]
+    tables: dict[str, dict[str, RLPaperCell]]  # snapshot kind ("last", "best") -> method -> cell
+    comparisons: dict[str, list[RLPaperComparison]]  # snapshot kind -> comparisons
+
+    @property
+    def curves(self) -> dict[str, dict[str, dict[str, list[float]]]]:
+        """`curves[method][goal][steps]` of the first seed that has them (`CheetahRun.curves`)."""
+        found: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for run in sorted(self.runs, key=lambda r: r.seed):
+            if run.curves is not None and run.method not in found:
+                found[run.method] = run.curves
+        return _Named("velocity curves of method", found)
+
+    def curve(self, method: str, goal: float, steps: int, seed: int | None = None) -> list[float]:
+        """The mean forward velocity at each time step toward `goal` after `steps` inner steps, of the
+        last snapshot of `method`'s run of `seed` (default: the first seed's)."""
+        curves = self.curves[method] if seed is None else self.run(method, seed).curves
+        if curves is None:
+            raise KeyError(f"no velocity curves of {method} for seed {seed}")
+        if f"{goal:g}" not in curves:
+            raise KeyError(f"no velocity curve toward goal {goal:g} for {method}; goals {', '.join(curves)}")
+        by_steps = curves[f"{goal:g}"]
+        if str(steps) not in by_steps:
+            raise KeyError(f"no velocity curve after {steps} inner steps for {method}; steps {', '.join(by_steps)}")
+        return by_steps[str(steps)]
+
+
+# ---------------------------------------------------------------------------------------------
 # precision: reduced-precision meta-gradients and training on Omniglot
 
 
@@ -600,5 +961,7 @@ RESULT_TYPES: dict[str, type[StudyResult]] = {
     "better-omniglot": BetterOmniglotResult,
     "medical": MedicalResult,
     "rl": RLResult,
+    "rl-paper": RLPaperResult,
+    "cheetah": CheetahResult,
     "precision": PrecisionResult,
 }
