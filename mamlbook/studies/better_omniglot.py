@@ -22,31 +22,33 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import time
-import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Mapping
 from dataclasses import is_dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import cache_root
+from ..meta.prototypes import embed, prototype_accuracy, prototype_head, prototype_logits, prototypes
 from ..records import from_data, to_data
 from ..reports.run import META_TEST_SEED, evaluate_run
+from ..tasks import TaskBatch
 from ..train.algorithms import MAMLPP_PIECES
 from ..train.checkpoint import load_checkpoint
-from ..train.evaluate import adaptation_curve
+from ..train.evaluate import adaptation_curve, query_accuracy
 from ..train.presets import preset_config
 from ..train.restore import restore_run
 from ..train.runconfig import DTYPES, TrainConfig
 from ..train.trainer import Trainer
 from .better import config_key
+from .pool import run_in_processes
 from .records import BetterOmniglotResult, PooledOmniglot, significant
 
 PRESET = "omniglot-5w1s"
@@ -209,11 +211,14 @@ def hardware(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def per_task_accuracy(folder: Path, test_tasks: int, step: int) -> list[float]:
+def per_task_accuracy(folder: Path, test_tasks: int, step: int, transductive: bool = True) -> list[float]:
     """Each meta-test task's query accuracy after `step` inner steps: `evaluate_run`'s tasks, in its order.
 
     `evaluate_run` keeps means over tasks; comparing two methods task by task (paired) needs each
     task's score, on the same tasks for every method and seed, which its fixed seed gives.
+    `transductive=False` scores each query alone with the support set (`query_accuracy`). As in
+    `evaluate_run`, ProtoMAML starts each task from its prototype head, and a prototypical network,
+    which takes no steps, is scored by its prototype classifier whatever `step`.
     """
     payload = load_checkpoint(folder)
     config = TrainConfig.from_dict(payload["config"])
@@ -222,10 +227,48 @@ def per_task_accuracy(folder: Path, test_tasks: int, step: int) -> list[float]:
     batch = distribution.sample(test_tasks, torch.Generator().manual_seed(META_TEST_SEED))
     batch = batch.to(config.device, DTYPES[config.dtype])
     rate = 1.0 if trained.learned else config.inner_lr  # as evaluate_run: learned rates live in the rule
+    algorithm = config.make_algorithm()
+    if algorithm.prototypes:
+        return significant(prototype_task_accuracy(trained.model, trained.params, batch, transductive).tolist())
+    init = partial(prototype_head, trained.model) if algorithm.prototype_head else None
+    if not transductive:
+        accuracy = query_accuracy(
+            trained.model, trained.params, batch, distribution.loss, step, rate, trained.rule, False, init
+        )
+        return significant(accuracy.tolist())
     curves = adaptation_curve(
-        trained.model, trained.params, batch, distribution.loss, step, rate, with_accuracy=True, rule=trained.rule
+        trained.model,
+        trained.params,
+        batch,
+        distribution.loss,
+        step,
+        rate,
+        with_accuracy=True,
+        rule=trained.rule,
+        init=init,
     )
     return significant(curves["accuracy"][:, step].tolist())
+
+
+def prototype_task_accuracy(
+    model: torch.nn.Module, params: Mapping[str, torch.Tensor], batch: TaskBatch, transductive: bool = True
+) -> torch.Tensor:
+    """A prototypical network's query accuracy `[B]` per task. Transductive: support and queries embedded
+    in one batch (`meta.prototypes.prototype_accuracy`, as training and `evaluate_run` do); otherwise each
+    query embedded alone in a batch of the support set and that query, the prototypes taken from that
+    batch's support rows (Nichol et al.'s protocol, as `query_outputs`)."""
+    if transductive:
+        return prototype_accuracy(model, params, batch)[1]
+    accuracies = []
+    with torch.no_grad():
+        for sx, sy, qx, qy in zip(batch.support_x, batch.support_y, batch.query_x, batch.query_y, strict=True):
+            n_way, shots = int(sy.max()) + 1, len(sx)
+            logits = []
+            for j in range(len(qx)):
+                features = embed(model, params, torch.cat([sx, qx[j : j + 1]]))
+                logits.append(prototype_logits(features[shots:], prototypes(features[:shots], sy, n_way)))
+            accuracies.append((torch.cat(logits).argmax(-1) == qy).float().mean())
+    return torch.stack(accuracies)
 
 
 def train_and_test(config: TrainConfig, folder: Path, test_tasks: int, steps: int) -> dict[str, Any]:
@@ -264,10 +307,6 @@ def _train_in_worker(config: dict[str, Any], folder: str, test_tasks: int, steps
     return train_and_test(TrainConfig.from_dict(config), Path(folder), test_tasks, steps)
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 def _train_all(
     todo: list[tuple[int, dict[str, Any], TrainConfig, Path]],
     test_tasks: int,
@@ -291,27 +330,10 @@ def _train_all(
             _announce(todo, i, results, errors, progress)
         return results, errors
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    # spawn, not fork: a forked child cannot use CUDA once the parent has touched it.
-    context = multiprocessing.get_context("spawn")
-    pending = list(todo)
-    running: dict[Future, int] = {}
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        while pending or running:
-            while pending and len(running) < jobs and time.perf_counter() < deadline:
-                i, _, config, folder = pending.pop(0)
-                running[pool.submit(_train_in_worker, config.to_dict(), str(folder), test_tasks, steps)] = i
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                i = running.pop(future)
-                try:
-                    results[i] = future.result()
-                except Exception as error:  # noqa: BLE001 - reported with the run, see the docstring
-                    errors[i] = f"{type(error).__name__}: {error}"
-                    if progress:  # the worker's traceback travels as the error's cause
-                        print("".join(traceback.format_exception(error))[-3000:], file=sys.stderr, flush=True)
-                _announce(todo, i, results, errors, progress)
+    work = [(i, (_train_in_worker, config.to_dict(), str(folder), test_tasks, steps)) for i, _, config, folder in todo]
+    run_in_processes(work, jobs, deadline, results, errors,
+                     lambda i, _seconds: _announce(todo, i, results, errors, progress),
+                     threads=threads, progress=progress)  # fmt: skip
     return results, errors
 
 

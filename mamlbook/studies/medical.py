@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import sys
 import time
-import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +58,7 @@ from .medical_methods import (
     transfer_and_score,
 )
 from .medical_report import assemble
+from .pool import run_in_processes
 
 FORMAT = 2
 SIZES, SPLIT_IDS, SHOTS, SEEDS = (28, 64), (1, 2), (1, 5), (0, 1, 2)
@@ -465,10 +463,6 @@ def _label(job: dict[str, Any]) -> str:
 _WORKER_STUDY: dict[tuple, Study] = {}
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
 def _run_in_worker(small: bool, iterations: int | None, job: dict[str, Any]) -> list[dict[str, Any]]:
     key = (small, iterations)
     if key not in _WORKER_STUDY:  # one Study per process: its decoded images and test tasks are reused
@@ -501,26 +495,10 @@ def _run_jobs(study: Study, todo: list[tuple[int, dict]], jobs: int, deadline: f
             rows[number] = study.run(job)
             announce(number, job, time.perf_counter() - started)
         return rows, errors
-    context = multiprocessing.get_context("spawn")
-    pending, running = list(todo), {}
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
-        while pending or running:
-            while pending and len(running) < jobs and time.perf_counter() < deadline:
-                number, job = pending.pop(0)
-                future: Future = pool.submit(_run_in_worker, study.small, study.iterations, job)
-                running[future] = (number, job, time.perf_counter())
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                number, job, started = running.pop(future)
-                try:
-                    rows[number] = future.result()
-                except Exception as error:  # noqa: BLE001 - reported with the job, see the docstring
-                    errors[number] = f"{type(error).__name__}: {error}"
-                    if progress:
-                        print("".join(traceback.format_exception(error))[-3000:], file=sys.stderr, flush=True)
-                announce(number, job, time.perf_counter() - started)
+    by_number = dict(todo)
+    work = [(n, (_run_in_worker, study.small, study.iterations, job)) for n, job in todo]
+    run_in_processes(work, jobs, deadline, rows, errors, lambda n, seconds: announce(n, by_number[n], seconds),
+                     progress=progress)  # fmt: skip
     return rows, errors
 
 

@@ -39,13 +39,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import time
-import traceback
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,6 +54,7 @@ from ..config import cache_root
 from ..rl.evaluate import adaptation_returns, random_init, test_goals
 from ..rl.trainer import Nav2DConfig, Nav2DTrainer, load_policy
 from .base import TEST_SEED
+from .pool import run_in_processes
 from .records import significant
 from .rl_paper_report import (
     FORMAT,
@@ -416,10 +414,6 @@ def _label(job: dict[str, Any]) -> str:
 _WORKER_STUDY: dict[tuple, Study] = {}
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
 def _run_in_worker(
     small: bool, iterations: int | None, progress: bool, job: dict, deadline: float, kind: type[Study] = Study
 ) -> dict:
@@ -458,28 +452,11 @@ def _run_jobs(study: Study, todo: list[tuple[int, dict]], iterations: int | None
                 outcomes[number] = study.run(job, deadline)
                 announce(number, job, time.perf_counter() - started)
         return outcomes, errors
-    context = multiprocessing.get_context("spawn")
-    pending, running = list(todo), {}
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
-        while pending or running:
-            while pending and len(running) < jobs and _now() < deadline:
-                number, job = pending.pop(0)
-                future: Future = pool.submit(
-                    _run_in_worker, study.small, iterations, study.progress, job, deadline, type(study)
-                )
-                running[future] = (number, job, time.perf_counter())
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                number, job, started = running.pop(future)
-                try:
-                    outcomes[number] = future.result()
-                except Exception as error:  # noqa: BLE001 - reported with the job, see the docstring
-                    errors[number] = f"{type(error).__name__}: {error}"
-                    if study.progress:
-                        print("".join(traceback.format_exception(error))[-3000:], file=sys.stderr, flush=True)
-                announce(number, job, time.perf_counter() - started)
+    by_number = dict(todo)
+    kind = type(study)
+    work = [(n, (_run_in_worker, study.small, iterations, study.progress, job, deadline, kind)) for n, job in todo]
+    run_in_processes(work, jobs, deadline, outcomes, errors, lambda n, seconds: announce(n, by_number[n], seconds),
+                     progress=study.progress, now=_now)  # fmt: skip
     return outcomes, errors
 
 

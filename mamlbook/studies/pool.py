@@ -1,0 +1,66 @@
+"""A study's jobs in separate processes, a few at a time, in order of priority: `run_in_processes`.
+
+The long studies (better-omniglot, medical, rl-paper, cheetah) train jobs of minutes to hours each.
+They share this loop: at most `jobs` processes at once, started with spawn (a forked child cannot use
+CUDA once the parent has touched it), each with its own torch thread count; no job starts after the
+deadline; a job that fails is reported with its traceback and is not fatal: the hours of training
+the rest of the plan holds are worth keeping.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+import traceback
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+import torch
+
+
+def set_threads(threads: int) -> None:
+    """A worker's initializer: its torch thread count."""
+    torch.set_num_threads(threads)
+
+
+def run_in_processes(
+    todo: Sequence[tuple[Hashable, tuple]],
+    jobs: int,
+    deadline: float,
+    results: dict,
+    errors: dict,
+    announce: Callable[[Any, float], None],
+    *,
+    threads: int = 1,
+    progress: bool = True,
+    now: Callable[[], float] = time.perf_counter,
+) -> None:
+    """Run each `(key, (function, *args))` of `todo`, in order, `jobs` at a time in spawned processes of
+    `threads` torch threads, starting none once `now()` reaches `deadline`. `function` must be importable
+    by name (it is sent to the worker by reference). Its return value goes to `results[key]`; an
+    exception to `errors[key]` as "Type: message", with its traceback printed when `progress`. After
+    each job, `announce(key, seconds)`."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    pending, running = list(todo), {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=set_threads, initargs=(threads,)) as pool:
+        while pending or running:
+            while pending and len(running) < jobs and now() < deadline:
+                key, (function, *args) = pending.pop(0)
+                future: Future = pool.submit(function, *args)
+                running[future] = (key, time.perf_counter())
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                key, started = running.pop(future)
+                try:
+                    results[key] = future.result()
+                except Exception as error:  # noqa: BLE001 - reported with the job, see the docstring
+                    errors[key] = f"{type(error).__name__}: {error}"
+                    if progress:  # the worker's traceback travels as the error's cause
+                        print("".join(traceback.format_exception(error))[-3000:], file=sys.stderr, flush=True)
+                announce(key, time.perf_counter() - started)
