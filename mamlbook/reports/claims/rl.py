@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..paired import PairedComparison
 from ..published import published
 from .comparisons import SeedScore, _number, describe_comparison, verdict
-from .words import intervals_overlap
+from .words import and_list, intervals_overlap
 
 
 def rl_one_step(result: Any) -> tuple[float, float, int, float]:
@@ -43,7 +44,11 @@ def against_published(mean: float, half_width: float, value: float, *, digits: i
     value (our 95% interval covers it)" or "falls short of the paper's value (our 95% interval ends 4.9
     below it)". The paper's value comes without an interval, so covering it is all "consistent" claims.
     """
-    low, high = mean - half_width, mean + half_width
+    return against_published_interval(mean - half_width, mean + half_width, value, digits=digits)
+
+
+def against_published_interval(low: float, high: float, value: float, *, digits: int = 1) -> str:
+    """`against_published` for a 95% interval given by its ends (a bootstrap's need not be symmetric)."""
     if low > value:
         return "lies above the paper's value (our whole 95% interval is above it)"
     if high >= value:
@@ -130,3 +135,170 @@ def rl_pre_reading(pre_late: dict[str, float], untrained: float) -> str:
         f"Before the step, the training returns average {averages} (the untrained policy: {untrained:.1f}). "
         f"That {lowest}'s is the lowest is no failure by MAML's measure, which scores only the return after the step"
     )
+
+
+# ----- resumable studies (rl-paper, cheetah): readings by inner step, and what is still to run -----
+
+
+def _steps(n: int) -> str:
+    return "before adaptation" if n == 0 else f"after {n} step{'s' * (n != 1)}"
+
+
+def _after(steps: Sequence[int]) -> str:
+    """ "after 1 step", "after 2 and 3 steps"."""
+    return f"after {and_list([str(s) for s in steps])} step{'s' * (list(steps) != [1])}"
+
+
+def _side(c: Any) -> int:
+    """+1 when a's interval lies above zero, -1 below, 0 when it holds zero (`decided` is the stored flag)."""
+    if not c.decided:
+        return 0
+    return 1 if c.low > 0 else -1
+
+
+def steps_reading(
+    by_step: Sequence[Any] | Mapping[int, Any], *, name_a: str, name_b: str, confidence: float = 0.95, digits: int = 1
+) -> str:
+    """`name_a` minus `name_b` (returns: higher is better) before adaptation and after each inner step, one
+    clause per step: "ahead by", "behind by" or "no difference detected", each with its interval.
+
+    `by_step[s]` is a stored `PairedInterval` or a `PairedComparison` (difference, low, high, decided), for
+    every step from 0 (a sequence) or for the steps named (a mapping, e.g. `{1: interval}`):
+    "before adaptation, MAML is behind the pretrained policy by 8.0 (95% interval -9.1 to -6.9); after 1
+    step, it is ahead by 2.0 (95% interval 0.5 to 3.5); after 2 steps, no difference is detected (...)".
+    """
+    if not by_step:
+        raise ValueError("no steps to read")
+    clauses, named = [], False
+    for n, c in by_step.items() if isinstance(by_step, Mapping) else enumerate(by_step):
+        interval = f"{confidence * 100:.10g}% interval {_number(c.low, 1.0, digits)} to {_number(c.high, 1.0, digits)}"
+        side = _side(c)
+        if side == 0:
+            clause = (
+                "no difference is detected" if clauses else f"no difference is detected between {name_a} and {name_b}"
+            )
+        else:
+            word = "ahead of" if side > 0 else "behind"
+            clause = f"{name_a} is {word} {name_b}" if not named else f"it is {word.removesuffix(' of')}"
+            clause += f" by {_number(abs(c.difference), 1.0, digits)}"
+            named = True
+        clauses.append(f"{_steps(n)}, {clause} ({interval})")
+    return "; ".join(clauses)
+
+
+def baseline_later(
+    by_step: Sequence[Any] | Mapping[int, Any],
+    steps: Sequence[int],
+    *,
+    name_a: str = "MAML",
+    name_b: str = "the pretrained policy",
+) -> str:
+    """Whether `name_b` is ahead of `name_a` after each of `steps` inner steps (a minus b in `by_step`,
+    decided below zero), as a sentence; a direction only where the interval excludes zero."""
+    if not steps:
+        raise ValueError("no steps to read")
+    b_ahead = [s for s in steps if _side(by_step[s]) < 0]
+    a_ahead = [s for s in steps if _side(by_step[s]) > 0]
+    level = [s for s in steps if _side(by_step[s]) == 0]
+    if len(b_ahead) == len(steps):
+        text = f"{_after(steps)} {name_b} is ahead of {name_a}"
+    elif not b_ahead:
+        details = [f"{name_a} is ahead {_after(a_ahead)}"] if a_ahead else []
+        details += [f"no difference is detected {_after(level)}"] if level else []
+        text = f"{_after(steps)} {name_b} is not ahead of {name_a}: {'; '.join(details)}"
+    else:
+        others = [s for s in steps if s not in b_ahead]
+        text = f"{name_b} is ahead of {name_a} {_after(b_ahead)}, not {_after(others)}"
+    return text[0].upper() + text[1:]
+
+
+def _step_size(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _rows_of(method: str, rows: Sequence[str]) -> bool:
+    """Whether a job of `method` scores one of the table `rows`: its own, or its row at a step size
+    ("pretrained" scores "pretrained (0.1)" and "pretrained (0.5)")."""
+    return any(
+        row == method or (row.startswith(f"{method} (") and row.endswith(")") and _step_size(row[len(method) + 2 : -1]))
+        for row in rows
+    )
+
+
+def study_progress(missing: Sequence[Any], jobs: int, complete_with: str | None) -> str:
+    """What a resumable study (rl-paper, cheetah) has still to run, from its `missing` jobs (method, seed,
+    the iteration its checkpoint reached, error) and `complete_with`, the command that continues it."""
+    if not missing:
+        return f"All {jobs} training jobs of the study have finished."
+    by_method: dict[str, int] = {}
+    for job in missing:
+        by_method[job.method] = by_method.get(job.method, 0) + 1
+    by_count: dict[int, list[str]] = {}
+    for method, count in by_method.items():
+        by_count.setdefault(count, []).append(method)
+    parts = [
+        f"{count} seed{'s' * (count > 1)}{' each' * (len(methods) > 1)} of {and_list(methods)}"
+        for count, methods in by_count.items()
+    ]
+    started = [job for job in missing if job.iteration]
+    if started:
+        furthest = max(started, key=lambda job: job.iteration)
+        parts.append(
+            f"{len(started)} of these under way, the furthest ({furthest.method}, seed {furthest.seed}) at "
+            f"iteration {furthest.iteration}"
+        )
+    done = jobs - len(missing)
+    text = f"{done} of {jobs} training jobs have finished; pending: {'; '.join(parts)}."
+    failed = sum(job.error is not None for job in missing)
+    if failed:
+        text += f" {failed} of the pending jobs failed on their last try and will be retried."
+    if complete_with:
+        text += f" Running {complete_with.partition(' (')[0]} trains them, resuming each from its checkpoint."
+    return text
+
+
+def pending_for(rows: Sequence[str], missing: Sequence[Any]) -> str:
+    """What stands in a sentence about table `rows` while one of them has no finished run: "pending (the
+    runs of MAML (surrogate, 0.1) and pretrained are still to finish)"."""
+    methods = list(dict.fromkeys(job.method for job in missing if _rows_of(job.method, rows)))
+    if not methods:
+        return "pending"
+    return f"pending (the runs of {and_list(methods)} are still to finish)"
+
+
+def if_finished(
+    rows: Sequence[str], table: Mapping[str, Any], missing: Sequence[Any], sentence: Callable[[], str]
+) -> str:
+    """`sentence()` once every one of `rows` has a finished run in `table`, else `pending_for(rows, missing)`."""
+    if all(row in table for row in rows):
+        return sentence()
+    return pending_for(rows, missing)
+
+
+def table_text(
+    table: Mapping[str, Any],
+    rows: Sequence[str],
+    steps: Sequence[int],
+    seeds: int,
+    paper: Mapping[str, Sequence[float]] | None = None,
+    width: int = 26,
+) -> str:
+    """A study's table as text: per row its finished seeds of `seeds` and, after each of `steps` inner steps,
+    "mean [low, high]" (`table[row]`: an `RLPaperCell`), "pending" for a row without a finished run; then a
+    paper's values, one row per name of `paper`. `width`: the first column's."""
+    cells = {
+        row: [f"{c.mean[s]:.1f} [{c.low[s]:.1f}, {c.high[s]:.1f}]" if c else "pending" for s in steps]
+        for row, c in ((row, table.get(row)) for row in rows)
+    }
+    column = 2 + max([20, *(len(v) for values in cells.values() for v in values)])
+    lines = [f"{'method':<{width}}{'seeds':>6}" + "".join(f"{f'{s} steps':>{column}}" for s in steps)]
+    for row, values in cells.items():
+        done = f"{len(table[row].seeds)}/{seeds}" if row in table else ""
+        lines.append(f"{row:<{width}}{done:>6}" + "".join(f"{v:>{column}}" for v in values))
+    for name, values in (paper or {}).items():
+        lines.append(f"{name + ', paper':<{width}}{'':>6}" + "".join(f"{values[s]:>{column}.1f}" for s in steps))
+    return "\n".join(lines)
