@@ -245,6 +245,10 @@ def reader(path: Path) -> Callable[[Path], Any] | None:
     elif len(parts) == 2:
         if name == "eval.json" or (name.startswith("eval-") and name.endswith(".json")):
             return read_eval
+        if parts[0] == "omniglot-prototypes" and name.endswith(".pt"):  # the study's kept weights
+            from mamlbook.studies.omniglot_prototypes import load_weights
+
+            return load_weights
         return {
             "lake.json": read_lake,
             "run.json": read_run_note,

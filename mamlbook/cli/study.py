@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
     study = subparsers.add_parser("study", help="run a book study (e.g. the hyperparameter sweep) and save it")
     study.add_argument(
         "name",
-        help="study name: sweep, better (sinusoid), better-omniglot (Omniglot 5-way 1-shot), medical, rl, "
+        help="study name: sweep, better (sinusoid), better-omniglot (Omniglot 5-way 1-shot), omniglot-prototypes "
+        "(ProtoNets and ProtoMAML beside MAML on Omniglot 5-way 1-shot, scored transductively and not), medical, rl, "
         "rl-paper (2D navigation at the paper's scale, three seeds), cheetah (the running cheetah with a goal "
         "velocity; needs MuJoCo) or precision",
     )
@@ -24,9 +25,12 @@ def add_parser(subparsers) -> None:
         "--trained-only",
         action="store_true",
         help="train nothing: report the runs already finished and list the rest as missing "
-        "(better-omniglot, rl-paper, cheetah)",
+        "(better-omniglot, omniglot-prototypes, rl-paper, cheetah)",
     )
-    study.add_argument("--device", help="train on this device, e.g. cuda (better-omniglot; default: the study's, cpu)")
+    study.add_argument(
+        "--device",
+        help="train on this device, e.g. cuda (better-omniglot, omniglot-prototypes; default: the study's, cpu)",
+    )
     study.add_argument(
         "--full",
         action="store_true",
@@ -41,23 +45,23 @@ def add_parser(subparsers) -> None:
     study.add_argument(
         "--jobs",
         type=int,
-        help="runs trained at once, in separate processes (better-omniglot, precision, medical, rl-paper, cheetah; "
-        "cheetah's default is 2)",
+        help="runs trained at once, in separate processes (better-omniglot, omniglot-prototypes, precision, medical, "
+        "rl-paper, cheetah; cheetah's default is 2)",
     )
     study.add_argument(
         "--time-limit",
         type=float,
         metavar="SECONDS",
         help="start no run after this many seconds; runs not started are listed as missing "
-        "(better-omniglot, precision, medical, rl-paper, cheetah; rl-paper and cheetah also stop a running job at "
-        "its next snapshot and resume it on the next call)",
+        "(better-omniglot, omniglot-prototypes, precision, medical, rl-paper, cheetah; rl-paper and cheetah also "
+        "stop a running job at its next snapshot and resume it on the next call)",
     )
     study.add_argument(
         "--reuse",
         type=Path,
         metavar="FILE",
         help="count the finished jobs of an earlier result file of the study as done, e.g. to continue it on "
-        "another machine (medical, rl-paper, cheetah)",
+        "another machine (omniglot-prototypes, medical, rl-paper, cheetah)",
     )
     study.set_defaults(handler=run)
 
@@ -75,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     for name in ("device", "jobs", "time_limit", "reuse"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    out = args.out or Path("book") / "results" / (f"{args.name}-confirm.json" if args.confirm else f"{args.name}.json")
+    if args.name == "omniglot-prototypes":  # the kept MAML weights go beside the result file, in a folder of its name
+        options["keep"] = out.parent / out.stem
     result = run_study(
         args.name,
         small=args.small,
@@ -83,6 +90,5 @@ def run(args: argparse.Namespace) -> int:
         command=command,
         **options,
     )
-    out = args.out or Path("book") / "results" / (f"{args.name}-confirm.json" if args.confirm else f"{args.name}.json")
     print(f"wrote {save_result(result, out)} ({result.seconds:.0f} s)")
     return 0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import better, better_omniglot, cheetah, medical, precision, rl, rl_paper, sweep
+from . import better, better_omniglot, cheetah, medical, omniglot_prototypes, precision, rl, rl_paper, sweep
 from .base import TEST_SEED, load_result, machine, result_from_data, save_result
 from .records import RESULT_TYPES, StudyResult
 
@@ -20,6 +20,7 @@ STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "sweep": sweep.sweep,
     "better": better.better,
     "better-omniglot": better_omniglot.better_omniglot,
+    "omniglot-prototypes": omniglot_prototypes.omniglot_prototypes,
     "medical": medical.medical,
     "rl": rl.rl,
     "rl-paper": rl_paper.rl_paper,

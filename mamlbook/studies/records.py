@@ -30,8 +30,13 @@ __all__ = [
     "MedicalResult",
     "MedicalRun",
     "MethodSummary",
+    "KeptWeights",
     "OmniglotRun",
+    "OmniglotPrototypesResult",
     "PrecisionResult",
+    "PrototypesMethod",
+    "PrototypesMissing",
+    "PrototypesRun",
     "PooledOmniglot",
     "RLCurve",
     "RLEvaluation",
@@ -40,6 +45,7 @@ __all__ = [
     "RLPaperResult",
     "RLPaperRun",
     "RLResult",
+    "SeedMean",
     "RESULT_TYPES",
     "StudyResult",
     "SweepGrid",
@@ -399,6 +405,115 @@ class MedicalResult(StudyResult):
 
 
 # ---------------------------------------------------------------------------------------------
+# omniglot-prototypes: ProtoNets and ProtoMAML beside MAML, scored transductively and not
+
+
+@dataclass(frozen=True)
+class OmniglotPrototypesSettings:
+    preset: str
+    device: str
+    jobs: int
+    iterations: int
+    meta_batch: int
+    k_query: int
+    inner_steps: int
+    inner_lr: float
+    test_tasks: int
+    test_seed: int
+    test_steps: dict[str, int]  # per method: the inner steps it is scored after (ProtoNets: 0)
+    seeds: dict[str, list[int]]  # per method: the seeds planned
+    maml_config: dict[str, Any]  # the MAML run's TrainConfig, that of the Omniglot chapter's stored run
+    differs: dict[str, str]  # per method: what differs from the preset
+    bootstrap: dict[str, Any]
+    data: str
+
+
+@dataclass(frozen=True)
+class PrototypesRun:
+    """One trained run, scored on the study's test tasks after `test_steps` inner steps, both ways:
+    `per_task` transductive (a task's queries in one batch), `per_task_non_transductive` each query
+    alone with the support set."""
+
+    label: str
+    seed: int
+    algorithm: str
+    device: str
+    key: str
+    iterations: int
+    test_steps: int
+    accuracy: float
+    accuracy_ci95: float
+    accuracy_non_transductive: float
+    accuracy_non_transductive_ci95: float
+    val_curve: list[list[float | None]]
+    train_seconds: float
+    seconds_this_session: float
+    trained_on: str | None
+    per_task: list[float]
+    per_task_non_transductive: list[float]
+
+
+@dataclass(frozen=True)
+class PrototypesMissing:
+    """A planned run not finished; `error` when its last try failed."""
+
+    label: str
+    seed: int
+    key: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SeedMean:
+    """A method's mean accuracy over its seeds, each seed's mean, and the mean's 95% interval."""
+
+    mean: float
+    low: float
+    high: float
+    by_seed: list[float]
+
+
+@dataclass(frozen=True)
+class PrototypesMethod:
+    """A method over its seeds: its accuracy both ways, the transductive minus the non-transductive
+    accuracy (paired by seed and task), and `against_maml[mode]`, the method minus MAML."""
+
+    seeds: list[int]
+    test_steps: int
+    transductive: SeedMean
+    non_transductive: SeedMean
+    transductive_gap: PairedInterval
+    against_maml: dict[str, PairedInterval]
+    train_seconds: float | None
+
+
+@dataclass(frozen=True)
+class KeptWeights:
+    """The run whose weights are kept beside the result file: `file` is relative to the result's folder
+    (`omniglot_prototypes.load_kept` rebuilds the model from `config`)."""
+
+    label: str
+    seed: int
+    key: str
+    file: str
+    bytes: int
+    sha256: str
+    dtype: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OmniglotPrototypesResult(StudyResult):
+    settings: OmniglotPrototypesSettings
+    reading: str
+    complete_with: str | None
+    runs: list[PrototypesRun]
+    missing: list[PrototypesMissing]
+    methods: dict[str, PrototypesMethod]
+    kept: KeptWeights | None
+
+
+# ---------------------------------------------------------------------------------------------
 # rl: 2D navigation and the one-step Gaussian bandit
 
 
@@ -502,9 +617,9 @@ class RLResult(StudyResult):
 
 
 @dataclass(frozen=True)
-class RLPaperTraining:
-    """`Nav2DConfig`'s settings shared by every trained run; each method sets its estimator, inner step
-    and inner steps, each job its seed."""
+class RLTraining:
+    """`Nav2DConfig`'s settings shared by every trained run of a policy study (rl-paper, cheetah); each
+    method sets its estimator, inner step and inner steps, each job its seed."""
 
     env: str
     outer: str
@@ -523,8 +638,14 @@ class RLPaperTraining:
     ppo_lr: float
     ppo_epochs: int
     ppo_clip: float
-    iterations: int
     checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class RLPaperTraining(RLTraining):
+    """`RLTraining` with the meta-iterations every method trains for."""
+
+    iterations: int
 
 
 @dataclass(frozen=True)
@@ -715,40 +836,15 @@ class RLPaperResult(_SnapshotTables, StudyResult):
 
 
 @dataclass(frozen=True)
-class CheetahTraining:
-    """`Nav2DConfig`'s settings shared by the trained runs; each method sets its estimator, inner step,
-    inner steps and iterations, each job its seed."""
-
-    env: str
-    outer: str
-    meta_batch: int
-    trajectories: int
-    horizon: int
-    gamma: float
-    gae_lambda: float
-    hidden: list[int]
-    max_kl: float
-    cg_iters: int
-    cg_damping: float
-    backtrack: float
-    max_backtracks: int
-    curvature: str
-    ppo_lr: float
-    ppo_epochs: int
-    ppo_clip: float
-    checkpoint_every: int
+class CheetahTraining(RLTraining):
+    """`RLTraining` for the cheetah, whose methods each set their own meta-iterations (`CheetahMethod`)."""
 
 
 @dataclass(frozen=True)
-class CheetahMethod:
-    """A trained method: estimator, inner steps (0: the pretrained baseline), inner step size, and the
-    meta-iterations its jobs train for."""
+class CheetahMethod(RLPaperMethod):
+    """`RLPaperMethod` with the meta-iterations its jobs train for."""
 
-    estimator: str
-    inner_steps: int
-    inner_lr: float
     iterations: int
-    description: str
 
 
 @dataclass(frozen=True)
@@ -773,16 +869,11 @@ class CheetahPaper:
 
 
 @dataclass(frozen=True)
-class CheetahSettings:
+class CheetahSettings(RLPaperSettings):
+    """`RLPaperSettings` with the cheetah's training and methods, its velocity curves and the paper's sizes."""
+
     training: CheetahTraining
     methods: dict[str, CheetahMethod]
-    seeds: list[int]
-    eval_inner_lrs: list[float]
-    snapshot_every: int
-    curve_every: int
-    validation: RLPaperGoals
-    test: RLPaperGoals
-    bootstrap: RLPaperBootstrap
     curves: CheetahCurveSettings
     paper: CheetahPaper
 
@@ -959,6 +1050,7 @@ RESULT_TYPES: dict[str, type[StudyResult]] = {
     "sweep": SweepResult,
     "better": BetterResult,
     "better-omniglot": BetterOmniglotResult,
+    "omniglot-prototypes": OmniglotPrototypesResult,
     "medical": MedicalResult,
     "rl": RLResult,
     "rl-paper": RLPaperResult,
