@@ -15,35 +15,24 @@ import sys
 import numpy as np
 import pytest
 import torch
+from _studies import cost_free, run_small
 
 from mamlbook.cli import main
 from mamlbook.records import to_data
 from mamlbook.reports.published import published
 from mamlbook.rl.cheetah import velocity_reward
 from mamlbook.rl.trainer import Nav2DConfig, Nav2DTrainer, load_policy
-from mamlbook.studies import cheetah, load_result, rl_paper, run_study, save_result
+from mamlbook.studies import cheetah, load_result, rl_paper
 from mamlbook.studies.records import CheetahResult, PairedInterval
 
 pytest.importorskip("gymnasium", reason="the cheetah needs Gymnasium: pip install 'mamlbook[mujoco]'")
 pytest.importorskip("mujoco", reason="the cheetah needs MuJoCo: pip install 'mamlbook[mujoco]'")
 
 
-def cost_free(runs):
-    """Runs without their seconds, which differ from one call to the next."""
-    drop = ("cpu_seconds", "train_cpu_seconds", "wall_seconds")
-    return [{k: v for k, v in (r if isinstance(r, dict) else dataclasses.asdict(r)).items() if k not in drop}
-            for r in runs]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """The small study, run once into its own cache and written to a result file."""
-    cache = tmp_path_factory.mktemp("cache")
-    path = tmp_path_factory.mktemp("result") / "cheetah.json"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MAMLBOOK_CACHE", str(cache))
-        save_result(run_study("cheetah", small=True, progress=False), path)
-    return cache, path
+    return run_small("cheetah", tmp_path_factory)
 
 
 def test_the_plan_takes_the_papers_recorded_settings_and_fits_the_budget():

@@ -7,33 +7,22 @@ import json
 
 import pytest
 import torch
+from _studies import cost_free, run_small
 
 from mamlbook.cli import main
 from mamlbook.records import to_data
 from mamlbook.rl.evaluate import test_goals as draw_goals
 from mamlbook.rl.trainer import Nav2DConfig, Nav2DTrainer, load_policy
-from mamlbook.studies import load_result, rl_paper, run_study, save_result
+from mamlbook.studies import load_result, rl_paper
 from mamlbook.studies.records import PairedInterval, RLPaperResult
 
 SMALL_JOBS = [("MAML (surrogate, 0.1)", 0), ("pretrained", 0), ("MAML (surrogate, 0.1)", 1), ("pretrained", 1)]
 
 
-def cost_free(runs):
-    """Runs without their seconds, which differ from one call to the next."""
-    drop = ("cpu_seconds", "train_cpu_seconds", "wall_seconds")
-    return [{k: v for k, v in (r if isinstance(r, dict) else dataclasses.asdict(r)).items() if k not in drop}
-            for r in runs]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """The small study, run once into its own cache and written to a result file."""
-    cache = tmp_path_factory.mktemp("cache")
-    path = tmp_path_factory.mktemp("result") / "rl-paper.json"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MAMLBOOK_CACHE", str(cache))
-        save_result(run_study("rl-paper", small=True, progress=False), path)
-    return cache, path
+    return run_small("rl-paper", tmp_path_factory)
 
 
 def test_the_full_plan_is_the_papers_settings_in_priority_order():
