@@ -109,7 +109,7 @@ def test_table_text_shows_pending_rows_and_the_papers_values():
     cell = SimpleNamespace(mean=[-40.0, -12.5], low=[-42.0, -14.0], high=[-38.0, -11.25], seeds=[0, 1])
     text = table_text({"MAML": cell}, ["MAML", "pretrained"], [0, 1], 3, paper={"MAML": [-35.0, -11.7]}, width=12)
     assert text.splitlines() == [
-        "method       seeds               0 steps               1 steps",
+        "method       seeds               0 steps                1 step",
         "MAML           2/3  -40.0 [-42.0, -38.0]  -12.5 [-14.0, -11.2]",
         "pretrained                       pending               pending",
         "MAML, paper                        -35.0                 -11.7",
