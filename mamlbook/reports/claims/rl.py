@@ -295,7 +295,8 @@ def table_text(
         for row, c in ((row, table.get(row)) for row in rows)
     }
     column = 2 + max([20, *(len(v) for values in cells.values() for v in values)])
-    lines = [f"{'method':<{width}}{'seeds':>6}" + "".join(f"{f'{s} step' + ('' if s == 1 else 's'):>{column}}" for s in steps)]
+    heads = [f"{s} step" + ("" if s == 1 else "s") for s in steps]
+    lines = [f"{'method':<{width}}{'seeds':>6}" + "".join(f"{h:>{column}}" for h in heads)]
     for row, values in cells.items():
         done = f"{len(table[row].seeds)}/{seeds}" if row in table else ""
         lines.append(f"{row:<{width}}{done:>6}" + "".join(f"{v:>{column}}" for v in values))
