@@ -15,14 +15,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from _studies import cost_free, run_small
+from _studies import cost_free, interrupt_and_resume, run_small
 
 from mamlbook.cli import main
 from mamlbook.records import to_data
 from mamlbook.reports.published import published
 from mamlbook.rl.cheetah import velocity_reward
-from mamlbook.rl.trainer import Nav2DConfig, Nav2DTrainer, load_policy
-from mamlbook.studies import cheetah, load_result, rl_paper
+from mamlbook.rl.trainer import Nav2DConfig, Nav2DTrainer
+from mamlbook.studies import cheetah, load_result
 from mamlbook.studies.records import CheetahResult, PairedInterval
 
 pytest.importorskip("gymnasium", reason="the cheetah needs Gymnasium: pip install 'mamlbook[mujoco]'")
@@ -152,34 +152,10 @@ def test_the_curves_velocity_is_the_one_the_reward_is_computed_from():
 
 
 def test_a_time_limit_stops_a_job_at_a_snapshot_and_the_next_call_resumes_it_exactly(tmp_path, monkeypatch):
-    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
-    # a clock that passes the deadline once the first snapshot is written
-    monkeypatch.setattr(rl_paper, "_now", lambda: 100.0 * len(list(interrupted.rglob("snapshots/*.pt"))))
-    cut = cheetah.cheetah(small=True, progress=False, time_limit=50)
+    cut, steps = interrupt_and_resume(cheetah.cheetah, cheetah.CheetahStudy, tmp_path, monkeypatch)
     assert [(m["method"], m["seed"], m["iteration"]) for m in cut["missing"]] == [("MAML", 0, 2), ("pretrained", 0, 0)]
     assert [r["method"] for r in cut["runs"]] == ["random init"] and "mamlbook study cheetah" in cut["complete_with"]
-    study = cheetah.CheetahStudy(small=True)
-    job = study.plan()[0]
-    assert torch.load(study.folder(job) / "checkpoint.pt", weights_only=False)["iteration"] == 2
-    monkeypatch.undo()
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
-    steps, step = [], Nav2DTrainer.step
-    monkeypatch.setattr(Nav2DTrainer, "step", lambda self: steps.append(self.iteration) or step(self))
-    resumed = cheetah.cheetah(small=True, progress=False)
-    assert not resumed["missing"]
     assert steps == [2, 3, 0, 1, 2, 3], "the stopped job goes on from its checkpoint, the other starts"
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(straight))
-    whole = cheetah.cheetah(small=True, progress=False)
-    _, _, uninterrupted = load_policy(study.folder(job))
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
-    _, _, continued = load_policy(study.folder(job))
-    assert continued.keys() == uninterrupted.keys()
-    for name, value in continued.items():
-        assert value.dtype == torch.float32 and torch.equal(value, uninterrupted[name]), name
-    assert cost_free(resumed["runs"]) == cost_free(whole["runs"])
-    with pytest.raises(ValueError, match="time_limit must be at least 0"):
-        cheetah.cheetah(small=True, progress=False, time_limit=-1)
 
 
 def test_reuse_adopts_finished_jobs_and_refuses_other_settings(small, tmp_path, monkeypatch):

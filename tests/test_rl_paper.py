@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from _studies import cost_free, run_small
+from _studies import cost_free, interrupt_and_resume, run_small
 
 from mamlbook.cli import main
 from mamlbook.records import to_data
@@ -122,36 +122,12 @@ def test_the_best_snapshot_is_chosen_on_validation_goals_not_test_goals(small, m
 
 
 def test_a_time_limit_stops_a_job_at_a_snapshot_and_the_next_call_resumes_it_exactly(tmp_path, monkeypatch):
-    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
-    # a clock that passes the deadline once the first snapshot is written
-    monkeypatch.setattr(rl_paper, "_now", lambda: 100.0 * len(list(interrupted.rglob("snapshots/*.pt"))))
-    cut = rl_paper.rl_paper(small=True, progress=False, time_limit=50)
+    cut, steps = interrupt_and_resume(rl_paper.rl_paper, rl_paper.Study, tmp_path, monkeypatch)
     assert [(m["method"], m["seed"], m["iteration"]) for m in cut["missing"]] == [
         ("MAML (surrogate, 0.1)", 0, 2), ("pretrained", 0, 0), ("MAML (surrogate, 0.1)", 1, 0), ("pretrained", 1, 0)
     ]  # fmt: skip
     assert {r["algorithm"] for r in cut["runs"]} == {"random init"} and cut["complete_with"]
-    study = rl_paper.Study(small=True)
-    job = study.plan()[0]
-    assert torch.load(study.folder(job) / "checkpoint.pt", weights_only=False)["iteration"] == 2
-    monkeypatch.undo()
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
-    steps, step = [], Nav2DTrainer.step
-    monkeypatch.setattr(Nav2DTrainer, "step", lambda self: steps.append(self.iteration) or step(self))
-    resumed = rl_paper.rl_paper(small=True, progress=False)
-    assert not resumed["missing"]
     assert steps == [2, 3] + [0, 1, 2, 3] * 3, "the stopped job goes on from its checkpoint, the others start"
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(straight))
-    whole = rl_paper.rl_paper(small=True, progress=False)
-    _, _, uninterrupted = load_policy(study.folder(job))
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
-    _, _, continued = load_policy(study.folder(job))
-    assert continued.keys() == uninterrupted.keys()
-    for name, value in continued.items():
-        assert value.dtype == torch.float32 and torch.equal(value, uninterrupted[name]), name
-    assert cost_free(resumed["runs"]) == cost_free(whole["runs"])
-    with pytest.raises(ValueError, match="time_limit must be at least 0"):
-        rl_paper.rl_paper(small=True, progress=False, time_limit=-1)
 
 
 def test_reuse_adopts_finished_jobs_and_refuses_other_settings(small, tmp_path, monkeypatch):
