@@ -4,13 +4,17 @@ The long studies (better-omniglot, medical, rl-paper, cheetah) train jobs of min
 They share this loop: at most `jobs` processes at once, started with spawn (a forked child cannot use
 CUDA once the parent has touched it), each with its own torch thread count; no job starts after the
 deadline; a job that fails is reported with its traceback and is not fatal: the hours of training
-the rest of the plan holds are worth keeping.
+the rest of the plan holds are worth keeping. A worker whose study process is gone (killed, say, by
+`kill PID` rather than Ctrl-C, which reaches the whole process group) ends within seconds instead of
+training on as an orphan that holds a run folder's lock and a core.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Hashable, Sequence
@@ -19,10 +23,28 @@ from typing import Any
 
 import torch
 
+PARENT_POLL_SECONDS = 1.0
 
-def set_threads(threads: int) -> None:
-    """A worker's initializer: its torch thread count."""
+
+def exit_with_parent(parent: int, poll: float = PARENT_POLL_SECONDS) -> threading.Thread:
+    """Watch, in a daemon thread, that process `parent` is still this process's parent; end this process
+    at once when it is not (an orphan is re-parented, so its parent id changes)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    watcher.start()
+    return watcher
+
+
+def set_threads(threads: int, parent: int | None = None) -> None:
+    """A worker's initializer: its torch thread count, and an end with its study process (`parent`)."""
     torch.set_num_threads(threads)
+    if parent is not None:
+        exit_with_parent(parent)
 
 
 def run_in_processes(
@@ -46,7 +68,9 @@ def run_in_processes(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     pending, running = list(todo), {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=set_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=set_threads, initargs=(threads, os.getpid())
+    ) as pool:
         while pending or running:
             while pending and len(running) < jobs and now() < deadline:
                 key, (function, *args) = pending.pop(0)
