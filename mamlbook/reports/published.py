@@ -87,6 +87,16 @@ _OMNIGLOT = (
         {(5, 1): (98.7, 0.4), (5, 5): (99.9, 0.1), (20, 1): (95.8, 0.3), (20, 5): (98.9, 0.2)},
     ),
     (
+        "finn2017",
+        "fomaml",
+        "first-order MAML with Conv4 (the second derivatives dropped)",
+        "finn2017maml",
+        "Table 1 (Omniglot, top), row 'MAML, first order approx.', column '{ways}-way Accuracy, {shots}-shot'",
+        "read from two public copies of the table that agree; Nichol et al. (2018) reprint the row, with MAML's, "
+        "in their Omniglot table as first-order MAML + Transduction",
+        {(5, 1): (98.3, 0.5), (5, 5): (99.2, 0.2), (20, 1): (89.4, 0.5), (20, 5): (97.9, 0.1)},
+    ),
+    (
         "snell2017",
         "protonets",
         "Prototypical Networks (Euclidean distance, Conv4 embedding, not fine-tuned)",
