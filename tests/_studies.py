@@ -31,30 +31,33 @@ def run_small(name: str, tmp_path_factory) -> tuple[Path, Path]:
 
 def interrupt_and_resume(run, make_study, tmp_path: Path, monkeypatch) -> tuple[dict, list[int]]:
     """Run a small study (`run(small=True, progress=False, ...)`) with a clock that passes the deadline once
-    the first snapshot is written, then again without a limit, and check that the resumed first job ends
-    with the same float32 weights, and the study with the same runs, as an uninterrupted one. Returns the
-    cut result and the iterations at which the resuming call stepped."""
+    the first snapshot is written, carrying its unfinished jobs out (`carry`); then again without a limit
+    on another machine (an empty cache) given the carried archive (the cut finished no job to `reuse`), and check
+    that the resumed first job ends with the same float32 weights, and the study with the same runs, as an
+    uninterrupted one. Returns the cut result and the iterations at which the resuming call stepped."""
     from mamlbook.rl.trainer import Nav2DTrainer, load_policy
     from mamlbook.studies import rl_paper
 
-    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+    interrupted, moved, straight = tmp_path / "interrupted", tmp_path / "moved", tmp_path / "straight"
+    carried = tmp_path / "study.carry.tar.gz"
     monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
     monkeypatch.setattr(rl_paper, "_now", lambda: 100.0 * len(list(interrupted.rglob("snapshots/*.pt"))))
-    cut = run(small=True, progress=False, time_limit=50)
+    cut = run(small=True, progress=False, time_limit=50, carry=carried)
     study = make_study(small=True)  # its folders under the cache just set
     job = study.plan()[0]
     assert torch.load(study.folder(job) / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    assert carried.exists() and not (moved / "studies").exists()
     monkeypatch.undo()
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
+    monkeypatch.setenv("MAMLBOOK_CACHE", str(moved))
     steps, step = [], Nav2DTrainer.step
     monkeypatch.setattr(Nav2DTrainer, "step", lambda self: steps.append(self.iteration) or step(self))
-    resumed = run(small=True, progress=False)
-    assert not resumed["missing"]
+    resumed = run(small=True, progress=False, carry=carried)
+    assert not resumed["missing"] and not carried.exists(), "a finished study leaves no archive behind"
     stepped = list(steps)  # the resuming call's steps alone, before the uninterrupted run below
     monkeypatch.setenv("MAMLBOOK_CACHE", str(straight))
     whole = run(small=True, progress=False)
     _, _, uninterrupted = load_policy(study.folder(job))
-    monkeypatch.setenv("MAMLBOOK_CACHE", str(interrupted))
+    monkeypatch.setenv("MAMLBOOK_CACHE", str(moved))
     _, _, continued = load_policy(study.folder(job))
     assert continued.keys() == uninterrupted.keys()
     for name, value in continued.items():

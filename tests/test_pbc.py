@@ -299,3 +299,23 @@ def test_a_result_file_carries_the_finished_jobs_to_another_cache(tmp_path, monk
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match=r"other settings \(test_tasks\)"):
         medical.medical(small=True, progress=False, trained_only=True, reuse=tmp_path / "other.json")
+
+
+def test_an_unfinished_job_is_carried_to_another_cache_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    from mamlbook.studies import medical
+
+    archive = tmp_path / "medical.carry.tar.gz"
+    monkeypatch.setattr(medical, "study_folder", lambda: tmp_path / "first")
+    study = medical.Study(True, None, False)
+    job = next(j for j in study.plan() if j["kind"] == "meta")
+    rows = study.run(job)
+    study.results_path(job).unlink()  # trained to its end but not scored: a job cut short
+    cut = medical.medical(small=True, progress=False, trained_only=True, carry=archive)
+    assert study.folder(job).name in {m["key"] for m in cut["missing"]} and archive.exists()
+    monkeypatch.setattr(medical, "study_folder", lambda: tmp_path / "second")  # a machine with an empty cache
+    monkeypatch.setattr(medical.Trainer, "step", lambda self: pytest.fail("the carried job was trained again"))
+    moved = medical.Study(True, None, False)
+    assert not moved.folder(job).exists()
+    medical.medical(small=True, progress=False, trained_only=True, carry=archive)
+    assert (moved.folder(job) / "checkpoint.pt").read_bytes() == (study.folder(job) / "checkpoint.pt").read_bytes()
+    assert [r["per_task"] for r in moved.run(job)] == [r["per_task"] for r in rows]

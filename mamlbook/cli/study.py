@@ -63,6 +63,14 @@ def add_parser(subparsers) -> None:
         help="count the finished jobs of an earlier result file of the study as done, e.g. to continue it on "
         "another machine (omniglot-prototypes, medical, rl-paper, cheetah)",
     )
+    study.add_argument(
+        "--carry",
+        type=Path,
+        metavar="FILE",
+        help="an archive of the unfinished jobs' checkpoints: read at the start, rewritten at the end, so a job "
+        "cut short resumes on another machine, e.g. book/results/NAME.carry.tar.gz beside --reuse's file "
+        "(medical, rl-paper, cheetah)",
+    )
     study.set_defaults(handler=run)
 
 
@@ -76,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("full", "confirm"):
         if getattr(args, name):
             options[name] = True
-    for name in ("device", "jobs", "time_limit", "reuse"):
+    for name in ("device", "jobs", "time_limit", "reuse", "carry"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     out = args.out or Path("book") / "results" / (f"{args.name}-confirm.json" if args.confirm else f"{args.name}.json")

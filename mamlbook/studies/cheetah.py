@@ -276,18 +276,19 @@ def cheetah(
     time_limit: float | None = None,
     jobs: int | None = None,
     reuse: str | Path | None = None,
+    carry: str | Path | None = None,
 ) -> dict[str, Any]:
     """The cheetah study: the random initialization scored, then MAML and the pretrained baseline trained
     (or read from the cache), `jobs` at a time (default: 2, as the budget is planned; 1 for `small`).
 
-    `iterations` replaces both methods' iterations. `trained_only`, `time_limit` and `reuse` are
+    `iterations` replaces both methods' iterations. `trained_only`, `time_limit`, `reuse` and `carry` are
     `rl_paper.rl_paper`'s. Without MuJoCo, the ImportError of `rl.cheetah.require`, before any work.
     """
     require()
     jobs = (1 if small else 2) if jobs is None else jobs
     rl_paper.check_options(jobs, time_limit)
     study = CheetahStudy(small, iterations, progress)
-    runs, missing, total = rl_paper.execute(study, iterations, trained_only, time_limit, jobs, reuse)
+    runs, missing, total = rl_paper.execute(study, iterations, trained_only, time_limit, jobs, reuse, carry)
     described = study.described()
     text = reading(len(study.seeds), described["bootstrap"]["confidence"])
     result = assemble(described, runs, missing, total, small, study.NAME, study.baseline, text)

@@ -47,6 +47,7 @@ from ..train.restore import restore_run
 from ..train.runconfig import TrainConfig
 from ..train.trainer import Trainer
 from .base import TEST_SEED
+from .carry import carry_in, carry_out
 from .medical_methods import (
     COSINE_SCALE,
     adapt_and_score,
@@ -510,13 +511,16 @@ def medical(
     time_limit: float | None = None,
     jobs: int = 1,
     reuse: str | Path | None = None,
+    carry: str | Path | None = None,
 ) -> dict[str, Any]:
     """Every job of the plan, run (or read from the cache) in order of priority, `jobs` at a time.
 
     `trained_only` runs nothing: the result holds the finished jobs and lists the rest under
     `missing`. No job starts after `time_limit` seconds; those not started are listed as missing.
     `reuse` names an earlier result file of this study whose finished jobs count as done (`adopt`):
-    a study continued on another machine starts where the file left off.
+    a study continued on another machine starts where the file left off. `carry` names an archive of
+    the unfinished jobs' folders (`studies.carry`): read at the start, rewritten at the end, so a job
+    cut short resumes from its checkpoint on the next machine too.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
@@ -527,6 +531,7 @@ def medical(
             print(f"reused {adopted} finished jobs from {reuse}", file=sys.stderr, flush=True)
     deadline = time.perf_counter() + (time_limit if time_limit is not None else float("inf"))
     plan = study.plan()
+    carry_in(carry, study_folder(), [study.folder(job) for job in plan], progress)
     done = {n for n, job in enumerate(plan, 1) if study.results_path(job).exists()}
     todo = [] if trained_only else [(n, job) for n, job in enumerate(plan, 1) if n not in done]
     fresh, errors = _run_jobs(study, todo, jobs, deadline, progress)
@@ -539,6 +544,8 @@ def medical(
         else:
             missing.append({**job, "key": study.folder(job).name, **({"error": errors[number]} if number in errors
                                                                        else {})})  # fmt: skip
+    unfinished = [study.folder(job) for n, job in enumerate(plan, 1) if n not in fresh and n not in done]
+    carry_out(carry, study_folder(), unfinished, progress)
     return assemble(study, runs, missing, settings(study), METHODS, FLOORS)
 
 

@@ -54,6 +54,7 @@ from ..config import cache_root
 from ..rl.evaluate import adaptation_returns, random_init, test_goals
 from ..rl.trainer import Nav2DConfig, Nav2DTrainer, load_policy
 from .base import TEST_SEED
+from .carry import carry_in, carry_out
 from .pool import run_in_processes
 from .records import significant
 from .rl_paper_report import (
@@ -468,17 +469,20 @@ def rl_paper(
     time_limit: float | None = None,
     jobs: int = 1,
     reuse: str | Path | None = None,
+    carry: str | Path | None = None,
 ) -> dict[str, Any]:
     """Every job of the plan, run (or read from the cache) in order of priority, `jobs` at a time; the
     random initialization of each seed scored beside them.
 
     `trained_only` trains nothing: the result holds the finished jobs and lists the rest under
     `missing`. No job starts after `time_limit` seconds, and a running one stops at its next snapshot.
-    `reuse` names an earlier result file of this study whose finished jobs count as done (`adopt`).
+    `reuse` names an earlier result file of this study whose finished jobs count as done (`adopt`);
+    `carry` an archive of the unfinished jobs' folders (`studies.carry`), read first and rewritten last,
+    so a stopped job resumes from its checkpoint on another machine too.
     """
     check_options(jobs, time_limit)
     study = Study(small, iterations, progress)
-    runs, missing, total = execute(study, iterations, trained_only, time_limit, jobs, reuse)
+    runs, missing, total = execute(study, iterations, trained_only, time_limit, jobs, reuse, carry)
     return assemble(settings(study), runs, missing, total, small)
 
 
@@ -496,9 +500,11 @@ def execute(
     time_limit: float | None,
     jobs: int,
     reuse: str | Path | None,
+    carry: str | Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Run `study`'s plan as `rl_paper` describes; returns the rows of the finished jobs followed by the
-    floors', the jobs not finished (`missing`, with the iteration each reached) and the number of jobs."""
+    floors', the jobs not finished (`missing`, with the iteration each reached) and the number of jobs.
+    `carry` names an archive of the unfinished jobs' folders, read at the start and rewritten at the end."""
     if reuse is not None:
         adopted = adopt(study, reuse)
         if study.progress:
@@ -507,10 +513,11 @@ def execute(
     with _one_thread():
         floors = [row for seed in study.seeds for row in study.floor(seed)]
     plan = study.plan()
+    carry_in(carry, study_folder(study.small, study.NAME), [study.folder(job) for job in plan], study.progress)
     done = {n for n, job in enumerate(plan, 1) if study.scores_path(job).exists()}
     todo = [] if trained_only else [(n, job) for n, job in enumerate(plan, 1) if n not in done]
     outcomes, errors = _run_jobs(study, todo, iterations, jobs, deadline)
-    runs, missing = [], []
+    runs, missing, unfinished = [], [], []
     for number, job in enumerate(plan, 1):
         outcome = outcomes.get(number) or (study.run(job) if number in done else {})
         if "rows" in outcome:
@@ -521,4 +528,6 @@ def execute(
         if number in errors:
             entry["error"] = errors[number]
         missing.append(entry)
+        unfinished.append(study.folder(job))
+    carry_out(carry, study_folder(study.small, study.NAME), unfinished, study.progress)
     return runs + floors, missing, len(plan)
