@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mamlbook.studies.carry import CarryError, pack, unpack
+from mamlbook.studies.carry import CarryError, carried, pack, unpack
 
 
 def job_folder(root: Path, key: str, payload: bytes = b"weights") -> Path:
@@ -30,6 +30,10 @@ def test_a_carried_job_arrives_whole_without_its_lock_or_half_written_files(tmp_
     first, second = job_folder(here, "aaaa", b"first"), job_folder(here, "bbbb", b"second")
     empty = here / "studies" / "medical" / "meta" / "cccc"  # a job never started: nothing to carry
     assert pack([first, second, empty], here, archive) == ["studies/medical/meta/aaaa", "studies/medical/meta/bbbb"]
+    assert carried(archive) == sorted(
+        f"studies/medical/meta/{key}/{name}" for key in ("aaaa", "bbbb")
+        for name in ("checkpoint.pt", "metrics.jsonl", "snapshots/00025.pt")
+    )  # fmt: skip
     planned = [there / folder.relative_to(here) for folder in (first, second, empty)]
     restored, kept, other = unpack(archive, there, planned)
     assert (restored, kept, other) == (["studies/medical/meta/aaaa", "studies/medical/meta/bbbb"], [], [])
@@ -83,6 +87,8 @@ def test_an_archive_with_a_path_out_of_the_cache_or_a_link_writes_nothing(tmp_pa
         else:
             bad.size = 1
             tar.addfile(bad, io.BytesIO(b"x"))
+    with pytest.raises(CarryError, match="not a plain file with a relative path"):
+        carried(archive)
     with pytest.raises(CarryError, match="not a plain file with a relative path"):
         unpack(archive, root, [folder])
     assert not root.exists() and not (tmp_path / "evil").exists()

@@ -173,6 +173,24 @@ def test_flop_count_scales_with_the_work() -> None:
     assert matmul_peak(torch.float32, size=128, seconds=0.05) > 0.1
 
 
+def test_the_matmul_peak_shrinks_a_product_that_would_not_fit_its_time(monkeypatch) -> None:
+    # An emulated bfloat16 (no AVX-512 BF16 or AMX) takes about a minute per 2048-square product: the peak
+    # must then be measured on a smaller one instead of holding up `mamlbook bench` for minutes.
+    sizes: list[int] = []
+    mm = torch.mm
+
+    def recording(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        sizes.append(a.shape[0])
+        return mm(a, b)
+
+    monkeypatch.setattr(torch, "mm", recording)
+    assert matmul_peak(torch.float32, size=4096, seconds=0.0) > 0
+    assert set(sizes) == {256}, "no time at all: the smallest product only"
+    sizes.clear()
+    matmul_peak(torch.float32, size=512, seconds=0.5)
+    assert sizes[0] == 256 and max(sizes) == 512 == sizes[-1], "time enough: grown to the size asked for, no further"
+
+
 def test_the_precision_study_pairs_runs_on_the_same_tasks_and_reads_back(monkeypatch, tmp_path) -> None:
     from mamlbook.reports import paired_difference
     from mamlbook.studies import load_result, run_study, save_result

@@ -39,27 +39,45 @@ def meta_iteration_gflop(
 def matmul_peak(
     dtype: torch.dtype = torch.float32, size: int = 2048, seconds: float = 1.0, device: str | torch.device = "cpu"
 ) -> float:
-    """GFLOP/s of a `size`x`size` matrix product in `dtype` on `device` (best of repeated runs over
-    about `seconds`); on the CPU, on torch's current intra-op threads."""
+    """GFLOP/s of a square matrix product in `dtype` on `device` (best of repeated runs over about
+    `seconds`); on the CPU, on torch's current intra-op threads.
+
+    The product is `size` square, or smaller where one product of that size would take longer than
+    `seconds`: a CPU without bfloat16 units (no AVX-512 BF16, no AMX) emulates bfloat16 at well under a
+    GFLOP/s, where a 2048-square product takes about a minute. Such a peak is measured on the largest
+    power-of-two size from 256 up whose product fits the time, so it costs seconds, not minutes.
+    """
     device = torch.device(device)
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(device, dtype)
-    b = torch.randn(size, size, generator=generator).to(device, dtype)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    def operands(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=generator).to(device, dtype)
+        return a, torch.randn(n, n, generator=generator).to(device, dtype)
+
+    def once(a: torch.Tensor, b: torch.Tensor) -> float:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        return time.perf_counter() - start
+
+    n = min(size, 256)
+    a, b = operands(n)
     torch.mm(a, b)  # warm-up: the library picks its kernel on the first call
     sync()
-    flop = 2 * size**3
+    while n < size and once(a, b) * 8 <= seconds:  # the next size does 8 times the work
+        n = min(2 * n, size)
+        a, b = operands(n)
+        torch.mm(a, b)
+        sync()
+    flop = 2 * n**3
     best = float("inf")
     deadline = time.perf_counter() + seconds
     runs = 0
     while runs < 3 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        torch.mm(a, b)
-        sync()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, once(a, b))
         runs += 1
     return flop / best / 1e9

@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-__all__ = ["CarryError", "carry_in", "carry_out", "pack", "unpack"]
+__all__ = ["CarryError", "carry_in", "carry_out", "carried", "pack", "unpack"]
 
 # Left behind: a lock names a process of this machine; a dotted or .tmp/.partial file is a write in progress.
 _SKIPPED_NAMES = ("run.lock",)
@@ -66,6 +66,25 @@ def pack(folders: Iterable[Path], root: Path, archive: Path) -> list[str]:
     return [name for name, _ in carried]
 
 
+def _safe_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """Every member of `tar`, once each is known to be a plain file with a relative path that stays inside."""
+    members = tar.getmembers()
+    for member in members:
+        path = PurePosixPath(member.name)
+        if not member.isfile() or path.is_absolute() or ".." in path.parts:
+            raise CarryError(f"{archive}: {member.name!r} is not a plain file with a relative path")
+    return members
+
+
+def carried(archive: Path) -> list[str]:
+    """The relative paths of the files `archive` holds, sorted; CarryError if any member is unsafe to unpack.
+
+    Reads the archive without writing anything: what `unpack` would check before putting jobs back.
+    """
+    with tarfile.open(archive, "r:gz") as tar:
+        return sorted(member.name for member in _safe_members(tar, Path(archive)))
+
+
 def unpack(archive: Path, root: Path, folders: Iterable[Path]) -> tuple[list[str], list[str], list[str]]:
     """Put the job folders of `archive` that are among `folders` (the study's plan) under `root`.
 
@@ -77,12 +96,9 @@ def unpack(archive: Path, root: Path, folders: Iterable[Path]) -> tuple[list[str
     wanted = {Path(folder).resolve().relative_to(root).as_posix() for folder in folders}
     depths = {len(PurePosixPath(folder).parts) for folder in wanted}  # a study's job folders share one depth
     with tarfile.open(archive, "r:gz") as tar:
-        members = tar.getmembers()
         by_folder: dict[str, list[tarfile.TarInfo]] = {}
-        for member in members:
+        for member in _safe_members(tar, archive):
             path = PurePosixPath(member.name)
-            if not member.isfile() or path.is_absolute() or ".." in path.parts:
-                raise CarryError(f"{archive}: {member.name!r} is not a plain file with a relative path")
             folder = next((f for f in wanted if PurePosixPath(f) in path.parents), None)
             if folder is None:  # another configuration's job: named by the folder at the plan's depth
                 depth = min(depths) if len(depths) == 1 and min(depths) < len(path.parts) else len(path.parts) - 1
