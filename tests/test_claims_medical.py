@@ -121,7 +121,9 @@ def test_resolution_status_says_whether_the_larger_size_is_planned_run_or_compar
         "This run of the study covers 28 px only: it has no second size to compare."
     )
     assert claims.resolution_status({}, 28, 64, [28, 64]) == (
-        "The 64 px comparison is still to run; `mamlbook study medical` continues the study from its cache."
+        "The 64 px comparison is still to run; `mamlbook study medical --reuse book/results/medical.json --carry "
+        "book/results/medical.carry.tar.gz` continues the study: it takes the finished jobs from the result file "
+        "and resumes the unfinished ones from their carried checkpoints."
     )
     changes = {"ProtoNets": {"a": AHEAD, "b": AHEAD}, "MAML": {"a": BEHIND, "b": LEVEL}, "Transfer": {"a": LEVEL}}
     text = claims.resolution_status(changes, 28, 64, [28, 64])
@@ -184,7 +186,9 @@ def test_pending_sentence_names_a_size_still_to_run_and_the_runs_to_go_per_metho
         "The study is still running: 131 of 134 jobs have finished; at 28 px, runs (one method on one cell with "
         "one seed) still to go: MAML 1, Transfer (new head) 2, Nearest class mean 2; the 64 px comparison is "
         "still to run. 1 of the jobs to go failed on their last try and will be retried. `mamlbook study "
-        "medical` continues it from its cache."
+        "medical --reuse book/results/medical.json --carry book/results/medical.carry.tar.gz` continues it: it "
+        "takes the finished jobs from the result file and resumes the unfinished ones from their carried "
+        "checkpoints."
     )
 
 

@@ -20,6 +20,14 @@ from .words import and_list, count_of
 POINTS = " points"
 
 
+# How a reader continues the stored study on any machine: the finished jobs come from the result file,
+# the unfinished ones from the checkpoints the archive carries (an empty cache would restart them).
+RESUME = "mamlbook study medical --reuse book/results/medical.json --carry book/results/medical.carry.tar.gz"
+RESUMES = (
+    "it takes the finished jobs from the result file and resumes the unfinished ones from their carried checkpoints"
+)
+
+
 def as_comparison(interval: Any, confidence: float = 0.95) -> PairedComparison:
     """A stored interval (`studies.records.PairedInterval`: difference, low, high, seeds, tasks, method)
     as the `PairedComparison` the sentence rules read."""
@@ -239,13 +247,13 @@ def resolution_status(
     small: int,
     large: int,
     planned: Sequence[int],
-    command: str = "mamlbook study medical",
+    command: str = RESUME,
 ) -> str:
     """`resolution_reading` where both sizes are scored; else whether the larger size is planned and to run."""
     if large not in planned or small == large:
         return f"This run of the study covers {small} px only: it has no second size to compare."
     if not any(changes.values()):
-        return f"The {large} px comparison is still to run; `{command}` continues the study from its cache."
+        return f"The {large} px comparison is still to run; `{command}` continues the study: {RESUMES}."
     return resolution_reading(changes, small, large)
 
 
@@ -299,7 +307,7 @@ def pending_sentence(
     shots: Sequence[int],
     splits: Sequence[int],
     floors: Sequence[str],
-    command: str = "mamlbook study medical",
+    command: str = RESUME,
 ) -> str:
     """What the study has still to run, from its `missing` jobs: a whole size still to run, or per
     method the runs (one cell, one seed) to go. `jobs`: the plan's size; `sizes` those planned."""
@@ -324,7 +332,7 @@ def pending_sentence(
     text = f"The study is still running: {done} of {jobs} jobs have finished; " + "; ".join(parts) + "."
     if failed:
         text += f" {failed} of the jobs to go failed on their last try and will be retried."
-    return text + f" `{command}` continues it from its cache."
+    return text + f" `{command}` continues it: {RESUMES}."
 
 
 # ----- the chapter's tables -----
