@@ -51,7 +51,8 @@ def test_runs_to_go_group_seeds_by_method_and_the_pending_clause_names_the_comma
     assert runs_to_go(missing) == "ProtoNets seeds 1 and 2 and ProtoMAML seed 2"
     clause = pending_clause(missing, COMMAND)
     assert clause.startswith("ProtoNets seeds 1 and 2 and ProtoMAML seed 2 are still to train")
-    assert "`mamlbook study omniglot-prototypes` continues" in clause and "1 failed on the last try" in clause
+    assert "`mamlbook study omniglot-prototypes --reuse book/results/omniglot-prototypes.json --carry" in clause
+    assert "1 failed on the last try" in clause
     assert pending_clause([], None) == ""
     assert pending_clause(missing[:1], COMMAND).startswith("ProtoNets seed 1 is still to train")
 
@@ -95,7 +96,10 @@ def test_against_maml_describes_both_ways_of_scoring_and_marks_what_is_pending()
     text = against_reference(data)
     assert text.startswith("Transductively, ProtoMAML is better than MAML by 3.0 points")
     assert text.endswith("ProtoNets against MAML is pending: ProtoNets seed 0 is still to train "
-                         "(`mamlbook study omniglot-prototypes` continues the study from its cache).")  # fmt: skip
+                         "(`mamlbook study omniglot-prototypes --reuse book/results/omniglot-prototypes.json --carry "
+                         "book/results/omniglot-prototypes.carry.tar.gz` continues the study: it takes the finished "
+                         "jobs from the result file and resumes the unfinished ones from their carried "
+                         "checkpoints).")  # fmt: skip
     assert "non-transductively, no difference detected between ProtoMAML and MAML" in text
 
 

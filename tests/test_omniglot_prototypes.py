@@ -10,6 +10,7 @@ import torch
 from mamlbook.reports.run import META_TEST_SEED
 from mamlbook.studies import load_result, run_study, save_result
 from mamlbook.studies import omniglot_prototypes as op
+from mamlbook.studies.carry import carried
 from mamlbook.studies.records import OmniglotPrototypesResult
 from mamlbook.train import Trainer
 from mamlbook.train.checkpoint import load_checkpoint
@@ -125,6 +126,15 @@ def test_a_time_limit_starts_nothing_and_an_interrupted_job_resumes(tmp_path, mo
     stopped.config = config  # the saved run asks for 2 iterations and holds 1, as one stopped mid-run
     stopped.save()
     first = load_checkpoint(folder)["params"]
+    # Carried to a machine with an empty cache: the archive brings the stopped job, not the unstarted ones.
+    archive = tmp_path / "omniglot-prototypes.carry.tar.gz"
+    op.omniglot_prototypes(small=True, progress=False, trained_only=True, carry=archive)
+    assert {name.split("/")[0] for name in carried(archive)} == {folder.name}
+    monkeypatch.setenv("MAMLBOOK_CACHE", str(tmp_path / "elsewhere"))
+    folder = op.run_folder(config, TASKS)
+    assert not folder.exists()
+    op.omniglot_prototypes(small=True, progress=False, trained_only=True, carry=archive)
+    assert load_checkpoint(folder)["iteration"] == 1 and archive.exists()
     result = op.train_and_score(config, folder, TASKS, STEPS)
     payload = load_checkpoint(folder)
     assert payload["iteration"] == 2 and len(payload["history"]) == 2
@@ -132,6 +142,8 @@ def test_a_time_limit_starts_nothing_and_an_interrupted_job_resumes(tmp_path, mo
     assert result["test_steps"] == STEPS and (folder / op.WEIGHTS).exists()
     done = op.omniglot_prototypes(small=True, progress=False, trained_only=True)
     assert [(r["label"], r["seed"]) for r in done["runs"]] == [("MAML", 0)] and len(done["missing"]) == 2
+    op.omniglot_prototypes(small=True, progress=False, trained_only=True, carry=archive)
+    assert not archive.exists(), "the finished job is no longer carried; the others have nothing to carry"
     with pytest.raises(ValueError, match="jobs"):
         op.omniglot_prototypes(small=True, progress=False, jobs=0)
     with pytest.raises(ValueError, match="time_limit"):

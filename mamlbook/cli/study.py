@@ -69,7 +69,7 @@ def add_parser(subparsers) -> None:
         metavar="FILE",
         help="an archive of the unfinished jobs' checkpoints: read at the start, rewritten at the end, so a job "
         "cut short resumes on another machine, e.g. book/results/NAME.carry.tar.gz beside --reuse's file "
-        "(medical, rl-paper, cheetah)",
+        "(omniglot-prototypes, medical, rl-paper, cheetah)",
     )
     study.set_defaults(handler=run)
 

@@ -51,6 +51,7 @@ from ..train.runconfig import TrainConfig
 from ..train.trainer import Trainer
 from . import better_omniglot as bo
 from .better import config_key
+from .carry import carry_in, carry_out
 from .pool import run_in_processes
 
 STUDY = "omniglot-prototypes"
@@ -99,8 +100,13 @@ def plan(small: bool = False, iterations: int | None = None, device: str = "cpu"
     return rows
 
 
+def study_root() -> Path:
+    """The cache folder that holds one folder per job of the study."""
+    return cache_root() / "studies" / STUDY
+
+
 def run_folder(config: TrainConfig, test_tasks: int) -> Path:
-    return cache_root() / "studies" / STUDY / config_key(config, test_tasks)
+    return study_root() / config_key(config, test_tasks)
 
 
 def test_steps(config: TrainConfig, steps: int) -> int:
@@ -240,13 +246,16 @@ def omniglot_prototypes(
     time_limit: float | None = None,
     reuse: str | os.PathLike | None = None,
     keep: str | os.PathLike | None = None,
+    carry: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Every job of the plan, trained and scored (or read from the cache), in order of priority.
 
     `trained_only` trains nothing and lists the jobs not finished under `missing`; no job starts after
     `time_limit` seconds (a job stopped mid-run resumes from its checkpoint on the next call); `reuse`
     counts the finished jobs of an earlier result file as done (`adopt`); `keep` is the folder, beside
-    the result file, that the kept MAML run's weights are copied to (`mamlbook study` passes it).
+    the result file, that the kept MAML run's weights are copied to (`mamlbook study` passes it); `carry`
+    an archive of the unfinished jobs' folders (`studies.carry`), read first and rewritten last, so a job
+    cut short resumes from its checkpoint on another machine.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
@@ -261,6 +270,7 @@ def omniglot_prototypes(
         adopted = adopt(reuse, rows, configs, folders, small, test_tasks, steps)
         if progress:
             print(f"reused {adopted} finished jobs from {reuse}", file=sys.stderr, flush=True)
+    carry_in(carry, study_root(), folders, progress)
     results: dict[int, dict[str, Any]] = {}
     todo = []
     for i, (row, config, folder) in enumerate(zip(rows, configs, folders, strict=True)):
@@ -273,6 +283,7 @@ def omniglot_prototypes(
         print(f"{len(todo)} of {len(rows)} jobs to train or score, {jobs} at a time", file=sys.stderr, flush=True)
     trained, errors = _train_jobs(todo, test_tasks, steps, jobs, deadline, progress)
     results.update(trained)
+    carry_out(carry, study_root(), [folder for i, folder in enumerate(folders) if i not in results], progress)
     runs, missing = [], []
     kept = None
     for i, (row, config, folder) in enumerate(zip(rows, configs, folders, strict=True)):
@@ -301,7 +312,8 @@ def omniglot_prototypes(
         ),
         "complete_with": (
             f"{command} (trains only the jobs under missing, resuming each from its checkpoint; the cache keeps "
-            "the rest)"
+            "the rest; on another machine add --reuse with this file and --carry with the archive of the "
+            "unfinished jobs)"
             if missing
             else None
         ),

@@ -15,17 +15,12 @@ from typing import Any
 
 from ..paired import PairedComparison, paired_difference
 from .comparisons import _interval_text, _number, verdict
-from .words import and_list, count_of
+from .words import RESUMES, and_list, count_of, resume_command
 
 POINTS = " points"
 
 
-# How a reader continues the stored study on any machine: the finished jobs come from the result file,
-# the unfinished ones from the checkpoints the archive carries (an empty cache would restart them).
-RESUME = "mamlbook study medical --reuse book/results/medical.json --carry book/results/medical.carry.tar.gz"
-RESUMES = (
-    "it takes the finished jobs from the result file and resumes the unfinished ones from their carried checkpoints"
-)
+RESUME = resume_command("mamlbook study medical", "medical")
 
 
 def as_comparison(interval: Any, confidence: float = 0.95) -> PairedComparison:

@@ -13,7 +13,9 @@ from typing import Any
 
 from .comparisons import _interval_text, _number, describe
 from .medical import as_comparison
-from .words import and_list
+from .words import RESUMES, and_list, resume_command
+
+STUDY = "mamlbook study omniglot-prototypes"
 
 POINTS = " points"
 PENDING = "pending"
@@ -32,14 +34,14 @@ def runs_to_go(missing: Sequence[Any]) -> str:
 
 def pending_clause(missing: Sequence[Any], complete_with: str | None) -> str:
     """What is still to train and the command that trains it: "MAML seed 0 is still to train (`mamlbook
-    study omniglot-prototypes` continues the study from its cache)"; "" when nothing is missing."""
+    study omniglot-prototypes --reuse ... --carry ...` continues the study: ...)"; "" when nothing is missing."""
     if not missing:
         return ""
-    command = (complete_with or "mamlbook study omniglot-prototypes").partition(" (")[0]
+    command = resume_command((complete_with or STUDY).partition(" (")[0], "omniglot-prototypes")
     verb = "is" if len(missing) == 1 else "are"
     failed = sum(getattr(run, "error", None) is not None for run in missing)
     retried = f"; {failed} failed on the last try and will be retried" if failed else ""
-    return f"{runs_to_go(missing)} {verb} still to train (`{command}` continues the study from its cache{retried})"
+    return f"{runs_to_go(missing)} {verb} still to train (`{command}` continues the study: {RESUMES}{retried})"
 
 
 def accuracy_cell(method: Any | None) -> str:

@@ -132,3 +132,15 @@ def position_against(low: float, high: float, value: float) -> str:
     if low > value:
         return "above"
     return "not distinguishable from"
+
+
+# What `resume_command` does, said once for every study that stores its unfinished jobs' checkpoints.
+RESUMES = (
+    "it takes the finished jobs from the result file and resumes the unfinished ones from their carried checkpoints"
+)
+
+
+def resume_command(command: str, study: str) -> str:
+    """`command` with the options that continue a stored study on any machine: the book's result file
+    (`--reuse`) and the archive of its unfinished jobs (`--carry`); an empty cache alone restarts them."""
+    return f"{command} --reuse book/results/{study}.json --carry book/results/{study}.carry.tar.gz"
