@@ -1,20 +1,43 @@
 """`mamlbook study better-omniglot`: real Omniglot runs, cached by configuration, resumed when cut short."""
 
+import shutil
+
 import pytest
 
 from mamlbook.studies import better_omniglot as bo
 from mamlbook.train import Trainer
 from mamlbook.train.checkpoint import load_checkpoint
 
+TWO_METHODS = ("MAML", "MAML++")
+
 
 @pytest.fixture
 def two_methods(monkeypatch, tmp_path):
     monkeypatch.setenv("MAMLBOOK_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(bo, "METHODS", {k: bo.METHODS[k] for k in ("MAML", "MAML++")})
+    monkeypatch.setattr(bo, "METHODS", {k: bo.METHODS[k] for k in TWO_METHODS})
 
 
-def test_each_method_trains_its_own_algorithm_and_is_scored_with_it(two_methods):
-    result = bo.better_omniglot(small=True, progress=False)
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    """The small study of two methods, trained once for this module: (its result, its cache folder)."""
+    cache = tmp_path_factory.mktemp("better-omniglot") / "cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MAMLBOOK_CACHE", str(cache))
+        mp.setattr(bo, "METHODS", {k: bo.METHODS[k] for k in TWO_METHODS})
+        result = bo.better_omniglot(small=True, progress=False)
+    return result, cache
+
+
+@pytest.fixture
+def studied(two_methods, small_study, tmp_path):
+    """A copy of the small study's cache as this test's cache (a test may change it); the study's result."""
+    result, cache = small_study
+    shutil.copytree(cache, tmp_path / "cache")
+    return result
+
+
+def test_each_method_trains_its_own_algorithm_and_is_scored_with_it(studied):
+    result = studied
     runs = {r["label"]: r for r in result["runs"] if r["group"] == "methods" and r["seed"] == 0}
     assert set(runs) == {"MAML", "MAML++"}
     assert runs["MAML++"]["algorithm"] == "mamlpp" and runs["MAML++"]["inner_steps"] == 2
@@ -26,7 +49,7 @@ def test_each_method_trains_its_own_algorithm_and_is_scored_with_it(two_methods)
     assert again["runs"] == result["runs"], "a second study reads every run from the cache"
 
 
-def test_every_run_keeps_each_test_tasks_accuracy_at_its_test_step(two_methods, monkeypatch):
+def test_every_run_keeps_each_test_tasks_accuracy_at_its_test_step(studied, monkeypatch):
     import json
 
     from mamlbook.studies import run_study
@@ -78,8 +101,9 @@ def test_a_run_trained_on_the_command_line_is_adopted_not_retrained(two_methods,
 
     out = tmp_path / "cli-run"
     args = ["train", "omniglot-5w1s", "--out", str(out), "--no-progress", "--iterations", "2", "--meta-batch", "2"]
-    assert main([*args, "--eval-every", "1"]) == 0
+    assert main([*args, "--eval-every", "1", "--eval-tasks", "2"]) == 0
     payload = load_checkpoint(out)
+    assert payload["config"]["eval_tasks"] == 2 and len(payload["history"]) == 2
     folder = bo.adopt(out, test_tasks=10)
     assert (folder / "checkpoint.pt").exists()
     assert bo.adopt(out, test_tasks=10) == folder, "adopting twice keeps the first copy"
@@ -123,8 +147,8 @@ def test_seeded_methods_run_each_seed_and_the_ablation_switches_off_one_piece(mo
             assert changed == set(bo.ABLATION[row["piece"]]), row["label"]
 
 
-def test_the_summary_averages_over_seeds_and_keeps_each_seed(two_methods):
-    result = bo.better_omniglot(small=True, progress=False)
+def test_the_summary_averages_over_seeds_and_keeps_each_seed(studied):
+    result = studied
     maml = [r for r in result["runs"] if r["group"] == "methods" and r["label"] == "MAML"]
     row = result["methods"]["MAML"]
     assert row["seeds"] == [0, 1] and row["accuracy_by_seed"] == [r["accuracy"] for r in maml]
@@ -212,6 +236,7 @@ def test_a_time_limit_of_zero_trains_nothing_and_lists_every_run_as_missing(two_
 
 def test_parallel_jobs_train_in_worker_processes_into_the_same_cache(two_methods, monkeypatch):
     monkeypatch.setattr(bo, "ABLATION", {})
+    monkeypatch.setattr(bo, "METHODS", {"MAML": bo.METHODS["MAML"]})  # two runs: one for each worker
     result = bo.better_omniglot(small=True, progress=False, jobs=2)
     assert result["missing"] == [] and len(result["runs"]) == len(bo.plan(small=True))
     assert all(r["device"] == "cpu" and r["trained_on"] for r in result["runs"])

@@ -26,6 +26,7 @@ TRAIN_ONLY_SUPERVISED = (
     "without",
     "strategy",
     "eval_every",
+    "eval_tasks",
     "clip_grad_norm",
 )
 

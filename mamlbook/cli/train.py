@@ -58,6 +58,7 @@ def add_parser(subparsers) -> None:
         help="matrix products of meta-training in bf16/fp16 (autocast); parameters and updates stay float32",
     )
     train.add_argument("--eval-every", type=int, help="meta-iterations between validations")
+    train.add_argument("--eval-tasks", type=int, help="validation tasks per validation (fewer: cheaper, noisier)")
     train.add_argument("--seed", type=int)
     train.add_argument(
         "--clip-grad-norm", type=float, metavar="NORM", help="rescale each meta-gradient to at most this norm"
@@ -137,6 +138,7 @@ def train(args: argparse.Namespace) -> int:
             "strategy": args.strategy,
             "precision": args.precision,
             "eval_every": args.eval_every,
+            "eval_tasks": args.eval_tasks,
             "seed": args.seed,
             "iterations": args.iterations,
             "clip_grad_norm": args.clip_grad_norm,
