@@ -103,6 +103,31 @@ def test_no_raw_glue_or_unresolved_references(built):
         assert not re.search(r"\?\?\?|\[Errno", html), f"{page}: unresolved reference or error text"
 
 
+def prose(html: str) -> str:
+    """A page's text outside code, scripts and styles: what a reader reads as sentences."""
+    import html as entities
+
+    html = re.sub(r"<(pre|code|script|style|textarea)\b[^>]*>.*?</\1>", " ", html, flags=re.S)
+    return entities.unescape(re.sub(r"<[^>]+>", " ", html))
+
+
+def test_prose_has_no_literal_markdown_or_mangled_options(built):
+    """A glued sentence pasted as plain text shows its backticks, and `--reuse` becomes `–reuse` (smart
+    dashes): a command a reader copies would then fail. Sentences that name commands are pasted as Markdown."""
+    for page in pages():
+        text = prose(page.read_text())
+        at = text.find("`")
+        assert at < 0, f"{page}: a literal backtick in prose: {text[max(at - 80, 0) : at + 80]!r}"
+        mangled = re.search(r".{0,60}\s[\u2013\u2014][a-z]{2,}[-a-z]*.{0,20}", text)
+        assert mangled is None, f"{page}: an option printed with a dash: {mangled.group(0)!r}"
+
+
+def test_the_prose_reader_sees_what_a_reader_sees():
+    page = "<p>Run <code>mamlbook study --reuse</code> or `x` \u2013carry</p><pre>`kept`</pre><script>`s`</script>"
+    text = prose(page)
+    assert "--reuse" not in text and "kept" not in text and "`x`" in text and "\u2013carry" in text
+
+
 def test_mathjax_is_served_locally(built):
     math_pages = [p for p in pages() if 'class="math' in p.read_text()]
     assert math_pages, "no page has math; the math chapter should"

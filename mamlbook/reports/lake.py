@@ -100,7 +100,7 @@ def evaluate_lake_runs(
 ) -> dict[str, Any]:
     """Adapt the checkpoint's model to each run's training drawings and classify its test drawings.
 
-    Returns per-run percent errors after 0..`steps` inner steps (default: as trained) beside MHD's.
+    Returns per-run percent errors after 0 to `steps` inner steps (default: as trained) beside MHD's.
     """
     payload = load_checkpoint(checkpoint)
     config = TrainConfig.from_dict(payload["config"])

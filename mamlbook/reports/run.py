@@ -27,7 +27,7 @@ def evaluate_run(
     baseline_lr: float | None = None,
     seed: int = META_TEST_SEED,
 ) -> dict[str, Any]:
-    """Query loss after 0..`steps` inner steps on `tasks` fresh tasks, for every model in the run folder.
+    """Query loss after 0 to `steps` inner steps on `tasks` fresh tasks, for every model in the run folder.
 
     The trained run is named by its algorithm ("MAML", "Meta-SGD", ...) and adapts with its own
     inner rule. Returns `{"methods": {name: {"mean": [...], "ci95": [...]}}, ...}`.

@@ -53,7 +53,7 @@ def adaptation_returns(
     horizon: int | None = None,
     env: str = "nav2d",
 ) -> Tensor:
-    """Mean return per goal after 0..`steps` policy-gradient steps: `[steps + 1, G]` for `goals: [G, ...]`
+    """Mean return per goal after 0 to `steps` policy-gradient steps: `[steps + 1, G]` for `goals: [G, ...]`
     of `env` (`test_goals`), over episodes of `horizon` steps (default: the environment's)."""
     spec = get_env(env)
     horizon = spec.horizon if horizon is None else horizon
@@ -85,7 +85,7 @@ def evaluate_methods(
     seed: int = TEST_SEED + 1,
     env: str = "nav2d",
 ) -> dict[str, Any]:
-    """Returns after 0..`steps` steps for each method (`name -> (policy, params)`) on `env`, plus the
+    """Returns after 0 to `steps` steps for each method (`name -> (policy, params)`) on `env`, plus the
     oracle where the environment has one (2D navigation)."""
     goals = test_goals(env=env) if goals is None else goals
     table: dict[str, Any] = {}

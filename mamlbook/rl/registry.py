@@ -21,11 +21,12 @@ from . import envs as nav2d
 class RLEnv:
     """One task family: its goals, its batched environment, the policy's sizes and the horizon.
 
-    `sample_goals(n, generator, dtype)` -> `[n, G]`; `batched(goals, trajectories, horizon, generator,
-    among)` -> an environment with `BatchedNav2D`'s interface (`rl.rollout`; the generator and `among`
-    serve environments that draw random starts); `model`: the checkpoints' model name; `oracle(goals)`
-    -> `[n]` returns of a controller that knows the goal, where there is one; `require()` raises an
-    ImportError naming what to install, where the environment needs more than the core package."""
+    `sample_goals(n, generator, dtype)` -> `[n, G]`;
+    `batched(goals, trajectories, horizon, generator, among)` -> an environment with the interface of
+    `BatchedNav2D` (`rl.rollout`; the generator and `among` serve environments that draw random
+    starts); `model`: the checkpoints' model name; `oracle(goals)` -> `[n]` returns of a controller that
+    knows the goal, where there is one; `require()` raises an ImportError naming what to install, where
+    the environment needs more than the core package."""
 
     name: str
     obs_dim: int

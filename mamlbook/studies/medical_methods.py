@@ -74,7 +74,7 @@ def score(correct_by_step: Tensor, steps: list[int], predictions: Tensor, batch:
 
 
 def adapt_and_score(model, params, rule, batch: TaskBatch, steps: int, inner_lr: float, trained_steps: int):
-    """Adapt to each task by 0..`steps` inner steps (the model's own rule); per-task query accuracy `[B, steps+1]`
+    """Adapt to each task by 0 to `steps` inner steps (the model's own rule); per-task query accuracy `[B, steps+1]`
     and the predictions after `trained_steps` steps."""
     params = {k: _channels_last(v.detach()) for k, v in params.items()}
     sx, qx = _channels_last(batch.support_x), _channels_last(batch.query_x)

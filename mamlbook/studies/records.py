@@ -662,7 +662,7 @@ class RLPaperMethod:
 @dataclass(frozen=True)
 class RLPaperGoals:
     """A fixed set of goals (drawn from `goal_seed`) and how a policy is scored on them: `trajectories`
-    per goal and step, 0..`steps` inner steps, the random numbers from `sampling_seed`."""
+    per goal and step, 0 to `steps` inner steps, the random numbers from `sampling_seed`."""
 
     goals: int
     trajectories: int

@@ -238,7 +238,7 @@ class Study:
 
     # ----- scoring -----
     def returns(self, policy, params, lr: float, goals: dict[str, Any], steps: int) -> Tensor:
-        """Mean return per goal after 0..`steps` inner steps of size `lr`: `[steps + 1, goals]`."""
+        """Mean return per goal after 0 to `steps` inner steps of size `lr`: `[steps + 1, goals]`."""
         generator = torch.Generator().manual_seed(goals["sampling_seed"])
         return adaptation_returns(
             policy, params, test_goals(goals["goals"], goals["goal_seed"], self.training["env"]), steps,
