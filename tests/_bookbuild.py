@@ -7,13 +7,16 @@ book (`_build/test-book/`) whose execution cache is filled beforehand with those
 notebooks: myst-nb finds every chapter in the cache (the cache keys on the code cells, which
 jupytext and myst-nb read identically; checked before the build) and executes nothing. Only the
 chapters' size differs from the published book (smoke). Both tests/test_book.py and
-tests/test_browser.py use it.
+tests/test_browser.py use it; under pytest-xdist they may run in two workers, so the build
+happens once per test run under a file lock, and the other worker reads its recorded outcome.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -22,10 +25,12 @@ import sys
 from pathlib import Path
 
 import nbformat
-from _chapters import ROOT, Execution, chapter_docnames, execute_chapter
+from _chapters import ROOT, Execution, chapter_docnames, execute_chapter, run_id
 
 STAGE = ROOT / "_build" / "test-book"
 HTML = STAGE / "_build" / "html"
+# This run's build outcome (command, exit status, log), so a second xdist worker does not rebuild.
+RECORD = ROOT / "_build" / "test-book.json"
 BUILD_TIMEOUT_S = 1200
 
 
@@ -78,8 +83,9 @@ def _stage() -> None:
 def build_book() -> subprocess.CompletedProcess:
     """`jupyter-book build -W -n --keep-going` of the staged book, into _build/test-book/_build/html.
 
-    Raises AssertionError naming chapters that failed to execute (their own tests show the
-    traceback), or carrying the build log's tail.
+    Built once per test run (a file lock; a later caller, in this process or another xdist
+    worker, gets the recorded outcome). Raises AssertionError naming chapters that failed to
+    execute (their own tests show the traceback), or carrying the build log's tail.
     """
     failed = [e for e in executions().values() if not e.ok]
     if failed:
@@ -87,23 +93,37 @@ def build_book() -> subprocess.CompletedProcess:
             "chapters failed to execute, so the book cannot be built; see their tests "
             "(`pytest --nbmake book`): " + ", ".join(f"{e.docname}: {e.error_summary}" for e in failed)
         )
-    _stage()
-    jb = Path(sys.executable).with_name("jupyter-book")
-    command = [str(jb), "build", str(STAGE), "-W", "-n", "--keep-going"]
-    env = {**os.environ, "MAMLBOOK_SMOKE": "1"}
-    result = subprocess.run(
-        command, cwd=STAGE, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-    )
+    RECORD.parent.mkdir(parents=True, exist_ok=True)
+    with open(RECORD.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = json.loads(RECORD.read_text()) if RECORD.exists() else {}
+        if saved.get("run_id") == run_id():
+            result = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"], saved["stderr"])
+        else:
+            result = _build()
+            fields = {"run_id": run_id(), "args": result.args, "returncode": result.returncode}
+            RECORD.write_text(json.dumps({**fields, "stdout": result.stdout, "stderr": result.stderr}))
     log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # without terminal colours
     if result.returncode != 0 or not (HTML / "index.html").exists():
         problems = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
         tail = "\n".join(log.splitlines()[-60:])
         raise AssertionError(
-            f"book build failed (exit {result.returncode}): {' '.join(command)}\n"
+            f"book build failed (exit {result.returncode}): {' '.join(map(str, result.args))}\n"
             + "\n".join(problems[:60])
             + f"\n--- build log (tail) ---\n{tail}"
         )
     return result
+
+
+def _build() -> subprocess.CompletedProcess:
+    """Stage the book and build it (no checks: build_book reads the outcome)."""
+    _stage()
+    jb = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jb), "build", str(STAGE), "-W", "-n", "--keep-going"]
+    env = {**os.environ, "MAMLBOOK_SMOKE": "1"}
+    return subprocess.run(
+        command, cwd=STAGE, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+    )
 
 
 def executed_during_build(result: subprocess.CompletedProcess) -> list[str]:

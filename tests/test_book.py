@@ -166,3 +166,34 @@ def test_the_fallback_scan_finds_what_it_looks_for():
     assert fallback_sentences(notebook("MAML after one step: -13.6", bad)) == [f"cell 1: {bad}"]
     assert fallback_sentences(notebook("book/results/sweep.json is missing; running it now")) != []
     assert fallback_sentences(notebook("MAML after one step: -13.6 (paper: -11.7)")) == []
+
+
+def test_the_test_build_happens_once_per_run_and_is_read_back_by_other_workers(tmp_path, monkeypatch):
+    """pytest-xdist runs test_book.py and test_browser.py in two workers: the second reads the first's build."""
+    import subprocess
+
+    import _bookbuild
+
+    html = tmp_path / "html"
+    html.mkdir()
+    (html / "index.html").write_text("<html></html>")
+    builds = []
+
+    def fake_build() -> subprocess.CompletedProcess:
+        builds.append(1)
+        return subprocess.CompletedProcess(["jupyter-book", "build"], 0, "built\n", "")
+
+    monkeypatch.setattr(_bookbuild, "RECORD", tmp_path / "test-book.json")
+    monkeypatch.setattr(_bookbuild, "HTML", html)
+    monkeypatch.setattr(_bookbuild, "executions", lambda: {})
+    monkeypatch.setattr(_bookbuild, "_build", fake_build)
+    first = _bookbuild.build_book.__wrapped__()  # the cached function, as a fresh worker calls it
+    again = _bookbuild.build_book.__wrapped__()
+    assert len(builds) == 1 and (first.returncode, again.stdout) == (0, "built\n")
+    monkeypatch.setattr(_bookbuild, "run_id", lambda: "another test run")
+    _bookbuild.build_book.__wrapped__()
+    assert len(builds) == 2, "a record of an earlier test run was reused"
+    monkeypatch.setattr(_bookbuild, "_build", lambda: subprocess.CompletedProcess(["jb"], 2, "", "WARNING: x\n"))
+    monkeypatch.setattr(_bookbuild, "run_id", lambda: "a third run")
+    with pytest.raises(AssertionError, match=r"(?s)exit 2.*WARNING: x"):
+        _bookbuild.build_book.__wrapped__()
