@@ -319,3 +319,30 @@ def test_an_unfinished_job_is_carried_to_another_cache_and_resumes_from_its_chec
     medical.medical(small=True, progress=False, trained_only=True, carry=archive)
     assert (moved.folder(job) / "checkpoint.pt").read_bytes() == (study.folder(job) / "checkpoint.pt").read_bytes()
     assert [r["per_task"] for r in moved.run(job)] == [r["per_task"] for r in rows]
+
+
+def test_a_job_another_run_is_writing_is_reported_and_the_others_run_on(tmp_path, monkeypatch):
+    import json
+    import socket
+    import subprocess
+
+    from mamlbook.studies import medical
+    from mamlbook.train import distributed
+
+    monkeypatch.setattr(medical, "study_folder", lambda: tmp_path / "study")
+    study = medical.Study(True, None, False)
+    locked = next(j for j in study.plan() if j["kind"] == "meta")
+    floor = next(j for j in study.plan() if j["kind"] == "floor")
+    monkeypatch.setattr(medical.Study, "plan", lambda self: [locked, floor])
+    other = subprocess.Popen(["sleep", "60"])  # the other study process, alive while this one runs
+    try:
+        study.folder(locked).mkdir(parents=True)
+        holder = {"host": socket.gethostname(), "pid": other.pid, "started": distributed._start_time(other.pid)}
+        (study.folder(locked) / distributed.LOCK_NAME).write_text(json.dumps(holder))
+        result = medical.medical(small=True, progress=False, jobs=1)
+    finally:
+        other.kill()
+        other.wait()
+    assert [m["key"] for m in result["missing"]] == [study.folder(locked).name]
+    assert result["missing"][0]["error"].startswith("RunLockedError: ")
+    assert {r["key"] for r in result["runs"]} == {study.folder(floor).name}, "the next job ran all the same"

@@ -1,4 +1,4 @@
-"""The studies' process pool (`studies.pool.run_in_processes`): order, deadline, failures kept apart, and
+"""The studies' job runners (`studies.pool.run_in_processes`, `run_in_order`): order, deadline, failures kept apart, and
 no worker left behind when the study process is killed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamlbook.studies.pool import PARENT_POLL_SECONDS, run_in_processes
+from mamlbook.studies.pool import PARENT_POLL_SECONDS, run_in_order, run_in_processes
 
 
 def square_with_threads(x: int) -> tuple[int, int]:
@@ -85,3 +85,21 @@ def test_a_worker_ends_when_its_study_process_is_killed(tmp_path):
         assert not _alive(worker), "the worker trained on as an orphan"
     finally:
         study.kill()
+
+
+def test_in_order_a_failure_is_kept_apart_and_the_deadline_holds():
+    results, errors, announced = {}, {}, []
+    todo = [(n, (square_with_threads, x)) for n, x in enumerate([2, -1, 3, 4])]
+    clock = iter([0.0, 1.0, 2.0, 20.0])  # the fourth job is checked after the deadline (10)
+    run_in_order(todo, 10.0, results, errors, lambda k, s: announced.append(k), progress=False, now=lambda: next(clock))
+    assert results == {0: (4, torch.get_num_threads()), 2: (9, torch.get_num_threads())}
+    assert errors == {1: "ValueError: negative input -1"} and announced == [0, 1, 2]
+
+
+def interrupt(_: int) -> None:
+    raise KeyboardInterrupt
+
+
+def test_in_order_ctrl_c_still_stops_the_study():
+    with pytest.raises(KeyboardInterrupt):
+        run_in_order([(0, (interrupt, 0)), (1, (square_with_threads, 1))], float("inf"), {}, {}, lambda k, s: None)

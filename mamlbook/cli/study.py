@@ -46,7 +46,8 @@ def add_parser(subparsers) -> None:
         "--jobs",
         type=int,
         help="runs trained at once, in separate processes (better-omniglot, omniglot-prototypes, precision, medical, "
-        "rl-paper, cheetah; cheetah's default is 2)",
+        "rl-paper, cheetah; cheetah's default is 2). A job that fails, with one process or several, is reported "
+        "and listed as missing; the others run on",
     )
     study.add_argument(
         "--time-limit",

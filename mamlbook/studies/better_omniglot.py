@@ -48,7 +48,7 @@ from ..train.restore import restore_run
 from ..train.runconfig import DTYPES, TrainConfig
 from ..train.trainer import Trainer
 from .better import config_key
-from .pool import run_in_processes
+from .pool import run_in_order, run_in_processes
 from .records import BetterOmniglotResult, PooledOmniglot, significant
 
 PRESET = "omniglot-5w1s"
@@ -323,11 +323,9 @@ def _train_all(
     results: dict[int, dict[str, Any]] = {}
     errors: dict[int, str] = {}
     if jobs == 1:
-        for i, _, config, folder in todo:
-            if time.perf_counter() >= deadline:
-                break
-            results[i] = train_and_test(config, folder, test_tasks, steps)
-            _announce(todo, i, results, errors, progress)
+        run_in_order([(i, (train_and_test, config, folder, test_tasks, steps)) for i, _, config, folder in todo],
+                     deadline, results, errors, lambda i, _seconds: _announce(todo, i, results, errors, progress),
+                     progress=progress)  # fmt: skip
         return results, errors
     threads = max(1, (os.cpu_count() or 1) // jobs)
     work = [(i, (_train_in_worker, config.to_dict(), str(folder), test_tasks, steps)) for i, _, config, folder in todo]

@@ -59,7 +59,7 @@ from .medical_methods import (
     transfer_and_score,
 )
 from .medical_report import assemble
-from .pool import run_in_processes
+from .pool import run_in_order, run_in_processes
 
 FORMAT = 2
 SIZES, SPLIT_IDS, SHOTS, SEEDS = (28, 64), (1, 2), (1, 5), (0, 1, 2)
@@ -488,15 +488,11 @@ def _run_jobs(study: Study, todo: list[tuple[int, dict]], jobs: int, deadline: f
                             for r in rows[number])  # fmt: skip
         print(f"[{number}/{total}] {_label(job)}: {summary} ({seconds:.0f} s)", file=sys.stderr, flush=True)
 
-    if jobs == 1:
-        for number, job in todo:
-            if time.perf_counter() >= deadline:
-                break
-            started = time.perf_counter()
-            rows[number] = study.run(job)
-            announce(number, job, time.perf_counter() - started)
-        return rows, errors
     by_number = dict(todo)
+    if jobs == 1:
+        run_in_order([(n, (study.run, job)) for n, job in todo], deadline, rows, errors,
+                     lambda n, seconds: announce(n, by_number[n], seconds), progress=progress)  # fmt: skip
+        return rows, errors
     work = [(n, (_run_in_worker, study.small, study.iterations, job)) for n, job in todo]
     run_in_processes(work, jobs, deadline, rows, errors, lambda n, seconds: announce(n, by_number[n], seconds),
                      progress=progress)  # fmt: skip

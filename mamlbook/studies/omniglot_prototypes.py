@@ -52,7 +52,7 @@ from ..train.trainer import Trainer
 from . import better_omniglot as bo
 from .better import config_key
 from .carry import carry_in, carry_out
-from .pool import run_in_processes
+from .pool import run_in_order, run_in_processes
 
 STUDY = "omniglot-prototypes"
 PRESET = bo.PRESET
@@ -223,11 +223,8 @@ def _train_jobs(
         bo._announce(todo, i, results, errors, progress)
 
     if jobs == 1 or not todo:
-        for i, _, config, folder in todo:
-            if time.perf_counter() >= deadline:
-                break
-            results[i] = train_and_score(config, folder, test_tasks, steps)
-            announce(i, 0.0)
+        run_in_order([(i, (train_and_score, config, folder, test_tasks, steps)) for i, _, config, folder in todo],
+                     deadline, results, errors, announce, progress=progress)  # fmt: skip
         return results, errors
     threads = max(1, (os.cpu_count() or 1) // jobs)
     work = [(i, (_score_in_worker, config.to_dict(), str(folder), test_tasks, steps)) for i, _, config, folder in todo]

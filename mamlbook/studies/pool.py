@@ -1,4 +1,5 @@
-"""A study's jobs in separate processes, a few at a time, in order of priority: `run_in_processes`.
+"""A study's jobs in separate processes, a few at a time, in order of priority: `run_in_processes`; or one
+after another in this process (`run_in_order`, what `--jobs 1` runs), under the same rules.
 
 The long studies (better-omniglot, medical, rl-paper, cheetah) train jobs of minutes to hours each.
 They share this loop: at most `jobs` processes at once, started with spawn (a forked child cannot use
@@ -47,6 +48,36 @@ def set_threads(threads: int, parent: int | None = None) -> None:
         exit_with_parent(parent)
 
 
+def _record_failure(key: Hashable, error: BaseException, errors: dict, progress: bool) -> None:
+    errors[key] = f"{type(error).__name__}: {error}"
+    if progress:  # a worker's traceback travels as the error's cause
+        print("".join(traceback.format_exception(error))[-3000:], file=sys.stderr, flush=True)
+
+
+def run_in_order(
+    todo: Sequence[tuple[Hashable, tuple]],
+    deadline: float,
+    results: dict,
+    errors: dict,
+    announce: Callable[[Any, float], None],
+    *,
+    progress: bool = True,
+    now: Callable[[], float] = time.perf_counter,
+) -> None:
+    """`run_in_processes` with one job at a time in this process: the same order, deadline and
+    results, and a job that fails is recorded in `errors`, not fatal (say, a job whose run folder
+    another study process is writing). Ctrl-C still stops the study."""
+    for key, (function, *args) in todo:
+        if now() >= deadline:
+            break
+        started = time.perf_counter()
+        try:
+            results[key] = function(*args)
+        except Exception as error:  # noqa: BLE001 - reported with the job, see the docstring
+            _record_failure(key, error, errors, progress)
+        announce(key, time.perf_counter() - started)
+
+
 def run_in_processes(
     todo: Sequence[tuple[Hashable, tuple]],
     jobs: int,
@@ -84,7 +115,5 @@ def run_in_processes(
                 try:
                     results[key] = future.result()
                 except Exception as error:  # noqa: BLE001 - reported with the job, see the docstring
-                    errors[key] = f"{type(error).__name__}: {error}"
-                    if progress:  # the worker's traceback travels as the error's cause
-                        print("".join(traceback.format_exception(error))[-3000:], file=sys.stderr, flush=True)
+                    _record_failure(key, error, errors, progress)
                 announce(key, time.perf_counter() - started)

@@ -55,7 +55,7 @@ from ..rl.evaluate import adaptation_returns, random_init, test_goals
 from ..rl.trainer import Nav2DConfig, Nav2DTrainer, load_policy
 from .base import TEST_SEED
 from .carry import carry_in, carry_out
-from .pool import run_in_processes
+from .pool import run_in_order, run_in_processes
 from .records import significant
 from .rl_paper_report import (
     FORMAT,
@@ -444,16 +444,13 @@ def _run_jobs(study: Study, todo: list[tuple[int, dict]], iterations: int | None
                              f"(best snapshot, iteration {r['best_iteration']})" for r in rows)  # fmt: skip
         print(f"[{number}/{total}] {_label(job)} {what} ({seconds:.0f} s)", file=sys.stderr, flush=True)
 
+    by_number = dict(todo)
     if jobs == 1:
         with _one_thread():
-            for number, job in todo:
-                if _now() >= deadline:
-                    break
-                started = time.perf_counter()
-                outcomes[number] = study.run(job, deadline)
-                announce(number, job, time.perf_counter() - started)
+            run_in_order([(n, (study.run, job, deadline)) for n, job in todo], deadline, outcomes, errors,
+                         lambda n, seconds: announce(n, by_number[n], seconds),
+                         progress=study.progress, now=_now)  # fmt: skip
         return outcomes, errors
-    by_number = dict(todo)
     kind = type(study)
     work = [(n, (_run_in_worker, study.small, iterations, study.progress, job, deadline, kind)) for n, job in todo]
     run_in_processes(work, jobs, deadline, outcomes, errors, lambda n, seconds: announce(n, by_number[n], seconds),
