@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mamlbook.data import pbc as data
 from mamlbook.data.remote import ChecksumError, DataMissingError
 from mamlbook.tasks import PBC, make_task
 from mamlbook.tasks import pbc as tasks
+from mamlbook.train.checkpoint import load_checkpoint
 
 SHARED = data_root() / "pbc"
 pytestmark = pytest.mark.skipif(not (SHARED / data.SUBSET_LIST).exists(), reason="PBC subset not on disk")
@@ -318,7 +320,13 @@ def test_an_unfinished_job_is_carried_to_another_cache_and_resumes_from_its_chec
     assert not moved.folder(job).exists()
     medical.medical(small=True, progress=False, trained_only=True, carry=archive)
     assert (moved.folder(job) / "checkpoint.pt").read_bytes() == (study.folder(job) / "checkpoint.pt").read_bytes()
-    assert [r["per_task"] for r in moved.run(job)] == [r["per_task"] for r in rows]
+    carried = moved.run(job)
+    assert [r["per_task"] for r in carried] == [r["per_task"] for r in rows]
+    trained = load_checkpoint(moved.folder(job))["cpu_seconds"]  # the first machine's training, not this one's
+    assert trained > 0 and {r["train_cpu_seconds"] for r in carried} == {round(trained, 1)}
+    stored = json.loads(moved.results_path(job).read_text())
+    moved.results_path(job).write_text(json.dumps([{**r, "train_cpu_seconds": 0.5} for r in stored]))
+    assert {r["train_cpu_seconds"] for r in moved.run(job)} == {round(trained, 1)}, "a stale count is read anew"
 
 
 def test_a_job_another_run_is_writing_is_reported_and_the_others_run_on(tmp_path, monkeypatch):

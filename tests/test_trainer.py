@@ -1,12 +1,14 @@
 """The Trainer: it learns, it beats the pretrained baseline, it resumes exactly, it saves safely."""
 
 import json
+import time
 
 import pytest
 import torch
 
 import mamlbook as mb
 from mamlbook.train.checkpoint import CheckpointError, load_checkpoint
+from mamlbook.train.trainer import wall_seconds_of
 
 
 def small_config(**overrides):
@@ -140,3 +142,48 @@ def test_fit_without_plot_saves_everything_but_the_figure(tmp_path):
     trainer.fit(progress=False, plot=False)
     assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "metrics.jsonl").exists()
     assert not (tmp_path / "learning_curve.png").exists()
+
+
+def _burning(trainer: mb.Trainer, seconds: float = 0.02) -> mb.Trainer:
+    """Each meta-iteration also spends `seconds` of CPU time, so a stretch's count is measurable."""
+    original = trainer.step
+
+    def step():
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+        return original()
+
+    trainer.step = step
+    return trainer
+
+
+def test_cpu_time_counts_every_stretch_of_a_resumed_run(tmp_path):
+    first = _burning(mb.Trainer(small_config(iterations=3), tmp_path))
+    first.fit(progress=False, plot=False)
+    assert first.cpu_seconds >= 3 * 0.02
+    assert load_checkpoint(tmp_path)["cpu_seconds"] == first.cpu_seconds
+    resumed = _burning(mb.Trainer.resume(tmp_path, iterations=6))
+    assert resumed.cpu_seconds == first.cpu_seconds, "the checkpoint carries the first stretch's time"
+    resumed.fit(progress=False, plot=False)
+    assert resumed.cpu_seconds >= first.cpu_seconds + 3 * 0.02
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    counts = [r["cpu_seconds"] for r in rows]
+    assert counts == sorted(counts) and counts[-1] <= resumed.cpu_seconds and counts[0] > 0
+
+
+def test_a_checkpoint_saved_before_cpu_time_was_counted_resumes_with_its_wall_time(tmp_path):
+    from mamlbook.train.checkpoint import save_checkpoint
+
+    mb.Trainer(small_config(iterations=4), tmp_path).fit(progress=False, plot=False)
+    payload = load_checkpoint(tmp_path)
+    del payload["cpu_seconds"]
+    save_checkpoint(tmp_path / "checkpoint.pt", payload)
+    resumed = mb.Trainer.resume(tmp_path)
+    assert resumed.cpu_seconds == wall_seconds_of(payload["history"]) > 0
+
+
+def test_wall_seconds_of_a_history_adds_the_stretches_of_each_fit():
+    rows = [{"iteration": i, "seconds": s} for i, s in [(50, 10.0), (100, 20.0), (150, 9.0), (200, 18.0), (250, 5.0)]]
+    assert wall_seconds_of(rows) == 20.0 + 18.0 + 5.0  # fit restarted its clock at 150 and at 250
+    assert wall_seconds_of([]) == 0.0

@@ -45,7 +45,7 @@ from ..train.convergence import RULE, fit_until_converged, plateau
 from ..train.presets import PRESETS, preset_config
 from ..train.restore import restore_run
 from ..train.runconfig import TrainConfig
-from ..train.trainer import Trainer
+from ..train.trainer import Trainer, trained_cpu_seconds
 from .base import TEST_SEED
 from .carry import carry_in, carry_out
 from .medical_methods import (
@@ -282,11 +282,19 @@ class Study:
         return self.folder(job) / f"scores-{_key({'test': self.test_settings(job['size']), **extra})}.json"
 
     def run(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        """Train (or finish training) the job's model, score it on the shared test tasks, keep the scores."""
+        """Train (or finish training) the job's model, score it on the shared test tasks, keep the scores.
+
+        A meta-learner's training time is read from its checkpoint wherever the folder holds one:
+        rows scored before the count spanned resumes (a job stopped and resumed counted only its last
+        stretch) are then corrected; rows whose folder is gone keep the time they were stored with."""
         path = self.results_path(job)
-        if path.exists():
-            return json.loads(path.read_text())
         folder = self.folder(job)
+        if path.exists():
+            rows = json.loads(path.read_text())
+            if job["kind"] in ("meta", "omniglot") and (folder / "checkpoint.pt").exists():
+                spent = round(trained_cpu_seconds(load_checkpoint(folder)), 1)
+                rows = [{**row, "train_cpu_seconds": spent} for row in rows]
+            return rows
         rows = getattr(self, f"_run_{job['kind']}")(job, folder)
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rows, indent=1) + "\n")
@@ -313,17 +321,14 @@ class Study:
         }
 
     def _train(self, config: TrainConfig, folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
-        """Train to convergence; the verdict, the history and the CPU seconds of this process's share."""
-        started = time.process_time()
+        """Train to convergence; the verdict, the history and the training's CPU seconds since the run
+        began (`Trainer.cpu_seconds`: carried by the checkpoint, so a job stopped and resumed, on this
+        machine or another, counts every stretch up to its last checkpoint, not only the last one)."""
         trainer = Trainer.resume(folder) if (folder / "checkpoint.pt").exists() else Trainer(config, folder)
         verdict = fit_until_converged(trainer, self.budget["min_iterations"], self.budget["chunk"])
         if not self.small:
             trainer.plot()
-        spent = time.process_time() - started
-        spent_path = folder / "cpu_seconds.json"
-        before = json.loads(spent_path.read_text())["cpu_seconds"] if spent_path.exists() else 0.0
-        spent_path.write_text(json.dumps({"cpu_seconds": before + spent}) + "\n")
-        return verdict, trainer.history, before + spent
+        return verdict, trainer.history, trainer.cpu_seconds
 
     def _meta_rows(self, job, folder, batches) -> list[dict[str, Any]]:
         config = self.config(job)

@@ -55,6 +55,26 @@ def _qualname(obj: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def wall_seconds_of(history: list[dict[str, Any]]) -> float:
+    """The training time a history records, for checkpoints saved before CPU time was: each row's
+    "seconds" is the wall time since its call of `fit` began and restarts with the next call, so the
+    stretches are summed (a drop marks a new call). Wall time stands in for CPU time; with one torch
+    thread, as the studies train, the two agree closely."""
+    total = previous = 0.0
+    for row in history:
+        seconds = float(row.get("seconds", 0.0))
+        total += seconds - previous if seconds >= previous else seconds
+        previous = seconds
+    return total
+
+
+def trained_cpu_seconds(payload: dict[str, Any]) -> float:
+    """The training time a checkpoint records: its CPU-time count, or for a checkpoint saved before
+    that count existed, the wall time its history records (`wall_seconds_of`)."""
+    saved = payload.get("cpu_seconds")
+    return float(saved) if saved is not None else wall_seconds_of(payload["history"])
+
+
 class Trainer:
     """Meta-trains `config.model` on `config.task` with Adam, by `config.algorithm` (MAML by default).
 
@@ -63,6 +83,10 @@ class Trainer:
     With `out`, writes `checkpoint.pt`, `metrics.jsonl`, `config.json`, `run.json` and
     `learning_curve.png` there, holding `run.lock` while it writes (another run into the folder is
     refused). The same seed gives the same run, and a resumed run continues it exactly.
+
+    `cpu_seconds` counts the process CPU time spent in `fit` since the run began, across resumes (it is
+    saved with the checkpoint, and each metrics row carries it), so a run cut short and resumed reports
+    what an uninterrupted one would have cost, not only its last stretch.
 
     Under torchrun (or in an initialized process group) it trains task-parallel: each process takes
     its share of every meta-batch and one all-reduce combines the meta-gradients, which equal the
@@ -142,6 +166,7 @@ class Trainer:
         self.schedule = self.algorithm.schedule(config.iterations)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
+        self.cpu_seconds = 0.0
         self.saved_iteration: int | None = None
         self.history: list[dict[str, Any]] = []
         self.parallel = TaskParallel.resolve(distributed)
@@ -282,6 +307,15 @@ class Trainer:
         target = c.iterations if iterations is None else iterations
         window: list[float] = []
         started = time.perf_counter()
+        counted = time.process_time()
+
+        def count_cpu() -> float:
+            nonlocal counted
+            now = time.process_time()
+            self.cpu_seconds += now - counted
+            counted = now
+            return round(self.cpu_seconds, 3)
+
         where = "" if self.parallel is None else f" on {self.world_size} processes"
         writer = self.parallel is None or self.parallel.rank == 0
         with folder_lock(self.out, self.parallel):
@@ -298,19 +332,23 @@ class Trainer:
                     if self.iteration % c.eval_every == 0 or self.iteration == target:
                         row = {"iteration": self.iteration, "train_loss": sum(window) / len(window), **self.validate()}
                         row["seconds"] = round(time.perf_counter() - started, 3)
+                        row["cpu_seconds"] = count_cpu()
                         self.history.append(row)
                         self._append_metrics(row)
                         window.clear()
                         bar.set_postfix(meta_loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss_post']:.3f}")
                     if self.out is not None and self.iteration % c.checkpoint_every == 0:
+                        count_cpu()
                         self._on_rank0(self.save)
             except KeyboardInterrupt:
+                count_cpu()
                 if self.out is not None and writer:
                     self.save()
                     bar.write(f"interrupted: saved iteration {self.iteration} to {self.out}; continue with --resume")
                 raise
             finally:
                 bar.close()
+            count_cpu()
             if self.out is not None:
                 self._on_rank0(self.save)
                 if writer and plot:
@@ -328,6 +366,7 @@ class Trainer:
             "objects": self.objects,
             "config": self.config.to_dict(),
             "iteration": self.iteration,
+            "cpu_seconds": self.cpu_seconds,
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
             "rates": {k: v.detach().cpu() for k, v in self.rates.items()},
             "buffers": {k: v.detach().cpu() for k, v in self.model.named_buffers()},
@@ -432,6 +471,7 @@ class Trainer:
         self.generator.set_state(payload["generator"])
         self.iteration = int(payload["iteration"])
         self.history = list(payload["history"])
+        self.cpu_seconds = trained_cpu_seconds(payload)
         previous = payload.get("launches", [{"iteration": 0, "world_size": payload.get("world_size", 1)}])
         self.launches = [*previous, {"iteration": self.iteration, "world_size": self.world_size}]
         if self.parallel is not None:
